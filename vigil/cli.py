@@ -1,0 +1,167 @@
+"""`vigil` command line. Every subcommand's arguments are declared here; its code is imported
+only when that subcommand runs, so `vigil config validate` never loads ONNX Runtime or OpenCV
+and the core package imports no stage."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from vigil import __version__
+from vigil.errors import ConfigError, VigilError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(target: str) -> Handler:
+    """'package.module:function' -> a handler that imports the module when called."""
+
+    def run(args: argparse.Namespace) -> int:
+        module_name, function_name = target.split(":")
+        function: Handler = getattr(importlib.import_module(module_name), function_name)
+        return function(args)
+
+    return run
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    from vigil.config.loader import load_config
+
+    failed = 0
+    for path in args.files:
+        try:
+            config = load_config(path, os.environ)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        print(
+            f"{path}: ok ({len(config.cameras)} cameras, {len(config.alerts.rules)} rules, "
+            f"{len(config.alerts.webhooks)} webhooks, model {config.detect.model})"
+        )
+    return 1 if failed else 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from vigil.config import VigilConfig
+
+    print(json.dumps(VigilConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--config", "-c", required=required, default=None if required else os.environ.get("VIGIL_CONFIG"),
+        metavar="FILE", help="vigil YAML config" + ("" if required else " (default: $VIGIL_CONFIG, else built-in defaults)"),
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Video-surveillance object detection over Kafka.")
+    parser.add_argument("--version", action="version", version=f"vigil {__version__}")
+    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # -- config ------------------------------------------------------------------------------------
+    config = sub.add_parser("config", help="validate a config file, print the config schema")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    validate = config_sub.add_parser("validate", help="check config files; every error names its key and line")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(handler=_config_validate)
+    config_sub.add_parser("schema", help="print the JSON schema of the config").set_defaults(handler=_config_schema)
+
+    # -- broker ------------------------------------------------------------------------------------
+    broker = sub.add_parser("broker", help="the embedded Apache Kafka broker (KRaft, loopback)")
+    broker.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    _add_config(broker, required=False)
+    broker.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start/stop")
+    broker.set_defaults(handler=_lazy("vigil.broker:cli_main"))
+
+    # -- topics ------------------------------------------------------------------------------------
+    topics = sub.add_parser("topics", help="create the configured topics if missing")
+    _add_config(topics, required=False)
+    topics.set_defaults(handler=_lazy("vigil.kafka_cli:topics_main"))
+
+    # -- ingest ------------------------------------------------------------------------------------
+    ingest = sub.add_parser("ingest", help="read cameras, sample, encode and publish frames")
+    _add_config(ingest)
+    ingest.add_argument("--camera", action="append", metavar="ID", help="only these cameras (repeatable)")
+    ingest.set_defaults(handler=_lazy("ingest.cli:ingest_main"))
+
+    replay = sub.add_parser("replay", help="publish a recording (video file or image folder) as a camera")
+    replay.add_argument("file", metavar="FILE")
+    replay.add_argument("--camera", required=True, metavar="ID")
+    _add_config(replay, required=False)
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace at true fps")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as Kafka accepts")
+    replay.add_argument("--source-fps", type=float, help="true frame rate if the container lies")
+    replay.add_argument("--fps", type=float, help="sampling rate sent to detection (default: every frame)")
+    replay.add_argument("--loop", action="store_true")
+    replay.add_argument("--start-frame", type=int, default=0)
+    replay.add_argument("--end-frame", type=int)
+    replay.set_defaults(handler=_lazy("ingest.cli:replay_main"))
+
+    # -- detect ------------------------------------------------------------------------------------
+    detect = sub.add_parser("detect", help="run a detection function in the frames topic's consumer group")
+    _add_config(detect)
+    detect.set_defaults(handler=_lazy("detect.cli:detect_main"))
+
+    predict = sub.add_parser("predict", help="detect objects in image files (same code path as the worker)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--model", help="registry name or .onnx path (default: detect.model of the config)")
+    _add_config(predict, required=False)
+    predict.add_argument("--json", action="store_true", help="print JSON lines, one per image")
+    predict.add_argument("--conf", type=float, help="confidence threshold override")
+    predict.add_argument("--iou", type=float, help="NMS IoU threshold override")
+    predict.set_defaults(handler=_lazy("detect.cli:predict_main"))
+
+    # -- models ------------------------------------------------------------------------------------
+    models = sub.add_parser("models", help="the model registry: list, verify, export")
+    models.add_argument("--models-dir", default=None, help="registry folder (default: detect.models_dir)")
+    _add_config(models, required=False)
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list", help="registered models").set_defaults(handler=_lazy("models.cli:list_main"))
+    verify = models_sub.add_parser("verify", help="check sha256, load each model, run one inference")
+    verify.add_argument("names", nargs="*", metavar="NAME")
+    verify.set_defaults(handler=_lazy("models.cli:verify_main"))
+    export = models_sub.add_parser("export", help="export an ultralytics .pt or model YAML to ONNX + manifest")
+    export.add_argument("source", metavar="MODEL", help="e.g. yolo11n.yaml or weights.pt")
+    export.add_argument("--name", help="registry name (default: from the source)")
+    export.add_argument("--imgsz", type=int, default=640)
+    export.add_argument("--opset", type=int, default=None)
+    export.add_argument("--licence", default=None, help="licence recorded in the manifest")
+    export.set_defaults(handler=_lazy("models.cli:export_main"))
+
+    # -- alerts ------------------------------------------------------------------------------------
+    alerts = sub.add_parser("alerts", help="run the alert aggregator and webhook delivery")
+    _add_config(alerts, required=False)
+    alerts.add_argument("--new-secret", action="store_true", help="print a new whsec_ signing secret and exit")
+    alerts.set_defaults(handler=_lazy("alerts.cli:alerts_main"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_level:
+        from vigil.logs import setup_logging
+
+        setup_logging(args.log_level)
+    try:
+        code: int = args.handler(args)
+    except VigilError as exc:
+        print(f"vigil {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

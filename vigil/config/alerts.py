@@ -1,0 +1,129 @@
+"""`alerts` section: tracking, rules and webhook endpoints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from vigil.config.base import NAME_PATTERN, Section
+
+
+class TrackerConfig(Section):
+    high_threshold: float = Field(0.5, ge=0.0, le=1.0, title="Detections above this start and extend tracks")
+    low_threshold: float = Field(
+        0.1, ge=0.0, le=1.0, title="Detections between low and high only extend existing tracks (ByteTrack)"
+    )
+    match_iou: float = Field(0.3, gt=0.0, le=1.0, title="Minimum IoU to match a detection to a track")
+    min_hits: int = Field(3, ge=1, le=100, title="Consecutive matches before a track is confirmed")
+    lost_after_s: float = Field(2.0, gt=0, le=600, title="A track unmatched this long is removed, seconds")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> TrackerConfig:
+        if self.low_threshold > self.high_threshold:
+            raise ValueError("low_threshold must not exceed high_threshold")
+        return self
+
+
+class RuleConfig(Section):
+    name: str = Field(..., pattern=NAME_PATTERN, title="Rule name, unique")
+    cameras: list[str] = Field(default_factory=list, title="Cameras the rule applies to; empty means all")
+    zone: str | None = Field(None, title="Zone name (on each camera of the rule); none means the whole frame")
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1, title="Class names that count")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, title="Minimum detection confidence that counts")
+    anchor: Literal["bottom_center", "center"] = Field(
+        "bottom_center", title="Point of the box tested against the zone"
+    )
+    min_frames: int = Field(3, ge=1, le=10_000, title="Consecutive frames in the zone before the alert starts")
+    min_dwell_s: float = Field(0.0, ge=0.0, le=86_400, title="Seconds in the zone before the alert starts")
+    end_after_s: float = Field(
+        3.0, gt=0, le=3600, title="The alert ends when the track has been out of the zone or lost this long"
+    )
+    cooldown_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=86_400,
+        title="After an alert ends, the same track cannot start it again for this long",
+    )
+    update_every_s: float | None = Field(
+        None, gt=0, le=86_400, title="Send `updated` events this often while the alert lasts; none: never"
+    )
+
+
+class WebhookConfig(Section):
+    name: str = Field(..., pattern=NAME_PATTERN, title="Endpoint name; also names its delivery consumer group")
+    url: SecretStr = Field(..., title="https:// URL that receives POSTed alerts (may contain a token)")
+    secrets: list[SecretStr] = Field(
+        ...,
+        min_length=1,
+        max_length=2,
+        title="Standard Webhooks signing secrets (whsec_...); two during rotation, newest first",
+    )
+    rules: list[str] = Field(default_factory=list, title="Rules delivered to this endpoint; empty means all")
+    events: list[Literal["started", "updated", "ended"]] = Field(
+        default_factory=lambda: ["started", "updated", "ended"],  # type: ignore[arg-type]
+        min_length=1,
+        title="Alert events delivered",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=120, title="HTTP timeout of one attempt, seconds")
+    initial_backoff_s: float = Field(0.5, gt=0, le=600, title="First retry delay, seconds")
+    max_backoff_s: float = Field(60.0, gt=0, le=3600, title="Cap of the exponential retry delay, seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().lower().startswith(("http://", "https://")):
+            raise ValueError("webhook url must start with http:// or https://")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(values):
+            raw = secret.get_secret_value()
+            body = raw.removeprefix("whsec_")
+            try:
+                decoded = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                decoded = b""
+            # Never echo the secret: the message names only its position.
+            if not raw.startswith("whsec_") or len(decoded) < 16:
+                raise ValueError(
+                    f"secret #{index + 1} must be 'whsec_' + base64 of at least 16 random bytes; "
+                    "generate one with `vigil alerts new-secret`"
+                )
+        return values
+
+    @model_validator(mode="after")
+    def _backoff(self) -> WebhookConfig:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be at least initial_backoff_s")
+        return self
+
+
+class AlertsConfig(Section):
+    group_id: str = Field("vigil-alerts", min_length=1, max_length=255, title="Consumer group of the aggregator")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, title="Object tracker")
+    rules: list[RuleConfig] = Field(default_factory=list, title="Alert rules")
+    rate_limit_per_minute: int = Field(
+        30, ge=1, le=100_000, title="Alerts started per camera per minute at most; the rest are counted"
+    )
+    snapshot: Literal["none", "base64_jpeg", "frame_ref"] = Field(
+        "frame_ref",
+        title="How an alert carries its image: none, an inline JPEG, or the frame's Kafka reference",
+    )
+    webhooks: list[WebhookConfig] = Field(default_factory=list, title="Webhook endpoints")
+
+    @model_validator(mode="after")
+    def _names(self) -> AlertsConfig:
+        rule_names = [r.name for r in self.rules]
+        repeated = sorted({n for n in rule_names if rule_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule names must be unique, repeated: {repeated}")
+        hook_names = [w.name for w in self.webhooks]
+        repeated = sorted({n for n in hook_names if hook_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"webhook names must be unique, repeated: {repeated}")
+        return self

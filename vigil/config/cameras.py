@@ -1,0 +1,112 @@
+"""`cameras` section: sources, sampling, motion gating and zones per camera."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from vigil.config.base import NAME_PATTERN, Section
+
+
+class ZoneConfig(Section):
+    name: str = Field(..., pattern=NAME_PATTERN, title="Zone name, unique per camera")
+    polygon: list[tuple[float, float]] = Field(
+        ..., min_length=3, max_length=256, title="Polygon vertices [[x, y], ...], at least 3"
+    )
+    units: Literal["pixels", "fraction"] = Field(
+        "pixels", title="Whether vertices are source pixels or 0-1 fractions of the frame"
+    )
+
+    @model_validator(mode="after")
+    def _polygon_valid(self) -> ZoneConfig:
+        xs = [p[0] for p in self.polygon]
+        ys = [p[1] for p in self.polygon]
+        if self.units == "fraction" and not all(0.0 <= v <= 1.0 for v in xs + ys):
+            raise ValueError("with units: fraction every vertex must lie in 0..1; use units: pixels otherwise")
+        if any(v < 0 for v in xs + ys):
+            raise ValueError("polygon vertices must not be negative")
+        # Shoelace area: a degenerate (collinear) polygon can never contain a point.
+        area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(self.polygon))))
+        if area == 0:
+            raise ValueError("polygon has zero area (are the points collinear?)")
+        return self
+
+
+class MotionConfig(Section):
+    enabled: bool = Field(False, title="Send only frames with motion (plus keep-alives) to detection")
+    downscale_width: int = Field(320, ge=32, le=1920, title="Width of the grey frame motion is computed on")
+    threshold: int = Field(25, ge=1, le=255, title="Pixel difference counted as change (0-255)")
+    min_area_fraction: float = Field(
+        0.002,
+        ge=0.0,
+        le=1.0,
+        title="Smallest changed area, as a fraction of the frame, that counts as motion",
+    )
+    keepalive_s: float = Field(
+        10.0, ge=0.5, le=3600.0, title="Send a frame at least this often even without motion, seconds"
+    )
+
+
+class ReplayConfig(Section):
+    realtime: bool = Field(True, title="Pace frames at the true frame rate; false publishes as fast as possible")
+    source_fps: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        title="True frame rate of the recording (containers often lie); default: container's",
+    )
+    loop: bool = Field(False, title="Restart from start_frame at the end of the recording")
+    start_frame: int = Field(0, ge=0, title="First source frame to publish (0-based)")
+    end_frame: int | None = Field(None, ge=1, title="Stop before this source frame (exclusive)")
+
+    @model_validator(mode="after")
+    def _range(self) -> ReplayConfig:
+        if self.end_frame is not None and self.end_frame <= self.start_frame:
+            raise ValueError("end_frame must be greater than start_frame")
+        return self
+
+
+class CameraConfig(Section):
+    id: str = Field(..., pattern=NAME_PATTERN, title="Camera id: Kafka key and metrics label")
+    url: SecretStr = Field(
+        ...,
+        title="rtsp://user:${CAM_PASSWORD}@host/path, or a video file / image folder for replay",
+    )
+    kind: Literal["rtsp", "replay"] = Field("rtsp", title="Live RTSP stream, or a recording replayed")
+    enabled: bool = Field(True, title="Whether ingest opens this camera")
+    fps: float = Field(5.0, gt=0, le=60, title="Frames per second sent to detection, chosen by timestamp")
+    max_width: int | None = Field(None, ge=64, le=7680, title="Downscale frames wider than this, pixels")
+    jpeg_quality: int = Field(85, ge=30, le=100, title="JPEG quality of published frames")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", title="RTSP transport; TCP survives lossy networks")
+    open_timeout_s: float = Field(10.0, ge=0.5, le=120, title="Timeout for opening the stream, seconds")
+    read_timeout_s: float = Field(5.0, ge=0.5, le=120, title="Timeout for one read; a frozen stream is reopened")
+    reconnect_initial_s: float = Field(0.5, ge=0.05, le=60, title="First reconnect delay, seconds")
+    reconnect_max_s: float = Field(30.0, ge=0.1, le=3600, title="Cap of the exponential reconnect delay, seconds")
+    queue_size: int = Field(4, ge=1, le=1024, title="Frames buffered per camera; the oldest is dropped when full")
+    motion: MotionConfig = Field(default_factory=MotionConfig, title="Motion gating")
+    zones: list[ZoneConfig] = Field(default_factory=list, title="Named zones that alert rules refer to")
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, title="Replay options (kind: replay)")
+
+    @field_validator("url")
+    @classmethod
+    def _url_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("url must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> CameraConfig:
+        url = self.url.get_secret_value()
+        if self.kind == "rtsp" and not url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
+            raise ValueError("kind: rtsp needs an rtsp:// url; for a file set kind: replay")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        names = [z.name for z in self.zones]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"zone names must be unique per camera, repeated: {duplicates}")
+        return self
+
+    def zone(self, name: str) -> ZoneConfig | None:
+        return next((z for z in self.zones if z.name == name), None)

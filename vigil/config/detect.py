@@ -1,0 +1,51 @@
+"""`detect` section: which model, where it runs, and how frames are batched."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from vigil.config.base import Section
+
+Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
+
+
+class DetectConfig(Section):
+    model: str = Field("yolox_nano", min_length=1, title="Model name in the registry, or a path to a .onnx file")
+    models_dir: str = Field("models", title="Model registry folder (manifests + .onnx files)")
+    providers: list[Provider] = Field(
+        default_factory=lambda: ["auto"],  # type: ignore[arg-type]
+        min_length=1,
+        title="ONNX Runtime execution providers in order of preference; auto picks the best available",
+    )
+    intra_op_threads: int = Field(0, ge=0, le=256, title="ONNX Runtime intra-op threads (0: one per core)")
+    batch_size: int = Field(8, ge=1, le=256, title="Frames per inference batch at most")
+    max_wait_ms: int = Field(50, ge=0, le=10_000, title="Longest wait to fill a batch, ms")
+    max_age_s: float = Field(
+        10.0, gt=0, le=86_400, title="Frames older than this (capture to now) are skipped and counted"
+    )
+    conf_threshold: float = Field(0.25, ge=0.0, le=1.0, title="Minimum confidence of a detection")
+    iou_threshold: float = Field(0.45, gt=0.0, le=1.0, title="IoU above which NMS suppresses a box")
+    max_detections: int = Field(300, ge=1, le=10_000, title="Boxes kept per frame at most")
+    max_frame_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        title="Frames larger than this go to the dead-letter topic",
+    )
+    class_names: list[str] | None = Field(
+        None, title="Override of the model's class names (for custom models); default: from the manifest"
+    )
+    allow_unknown_cameras: bool = Field(
+        False, title="Accept frames from cameras not in this config instead of dead-lettering them"
+    )
+    group_id: str = Field("vigil-detect", min_length=1, max_length=255, title="Kafka consumer group of workers")
+
+    @model_validator(mode="after")
+    def _providers(self) -> DetectConfig:
+        if "auto" in self.providers and len(self.providers) > 1:
+            raise ValueError("providers: use either [auto] or an explicit list such as [cuda, cpu]")
+        if len(set(self.providers)) != len(self.providers):
+            raise ValueError("providers must not repeat")
+        return self

@@ -1,0 +1,150 @@
+"""`kafka` and `topics` sections: where the broker is, how to talk to it, and topic layout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from vigil.config.base import Section
+
+
+class EmbeddedBrokerConfig(Section):
+    host: str = Field("127.0.0.1", title="Listen address of the embedded broker (loopback by default)")
+    port: int = Field(9092, ge=1024, le=65535, title="Client port of the embedded broker")
+    controller_port: int = Field(9093, ge=1024, le=65535, title="KRaft controller port of the embedded broker")
+    state_dir: str = Field(".state/kafka", title="Directory for the broker's data, logs and pid file")
+    heap_mb: int = Field(512, ge=128, le=8192, title="JVM heap of the embedded broker, in MiB")
+    kafka_version: str = Field("4.1.1", pattern=r"^4\.\d+\.\d+$", title="Apache Kafka 4.x version fetched from Maven")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> EmbeddedBrokerConfig:
+        if self.port == self.controller_port:
+            raise ValueError("port and controller_port must differ")
+        return self
+
+
+class ProducerConfig(Section):
+    acks: Literal[0, 1, "all"] = Field("all", title="Acknowledgements a produce request waits for")
+    linger_ms: int = Field(5, ge=0, le=10_000, title="How long the producer waits to fill a batch, ms")
+    batch_size: int = Field(262_144, ge=1024, le=64 * 1024 * 1024, title="Producer batch size, bytes")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", title="Compression; JPEG frames do not compress, so none by default"
+    )
+    max_request_size: int = Field(
+        8 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024, title="Largest produce request, bytes"
+    )
+    retries: int = Field(5, ge=0, le=1000, title="Retries of a failed produce before it counts as failed")
+    delivery_timeout_ms: int = Field(30_000, ge=1000, le=600_000, title="Upper bound on a send, ms")
+
+
+class ConsumerConfig(Section):
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", title="Where a new consumer group starts; earliest loses nothing on first start"
+    )
+    session_timeout_ms: int = Field(10_000, ge=1000, le=300_000, title="Group session timeout, ms")
+    heartbeat_interval_ms: int = Field(3000, ge=100, le=100_000, title="Group heartbeat interval, ms")
+    max_poll_interval_ms: int = Field(300_000, ge=1000, le=3_600_000, title="Max time between polls, ms")
+    max_poll_records: int = Field(64, ge=1, le=10_000, title="Records returned by one poll at most")
+    fetch_max_bytes: int = Field(52_428_800, ge=65_536, le=512 * 1024 * 1024, title="Max bytes per fetch")
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> ConsumerConfig:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: list[str] = Field(
+        default_factory=list,
+        title="host:port of the Kafka cluster; empty means the embedded broker that `vigil broker start` runs",
+    )
+    client_id: str = Field("vigil", min_length=1, max_length=64, title="Client id prefix sent to Kafka")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", title="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, title="SASL mechanism, required with SASL_* protocols"
+    )
+    sasl_username: str | None = Field(None, title="SASL user name")
+    sasl_password: SecretStr | None = Field(None, title="SASL password; write ${ENV_VAR} rather than the secret")
+    ssl_cafile: str | None = Field(None, title="CA bundle for SSL")
+    ssl_certfile: str | None = Field(None, title="Client certificate for mutual TLS")
+    ssl_keyfile: str | None = Field(None, title="Client key for mutual TLS")
+    ssl_password: SecretStr | None = Field(None, title="Password of the client key")
+    request_timeout_ms: int = Field(30_000, ge=1000, le=600_000, title="Request timeout, ms")
+    bootstrap_timeout_ms: int = Field(
+        10_000, ge=500, le=600_000, title="How long a client tries to reach the cluster before giving up, ms"
+    )
+    producer: ProducerConfig = Field(default_factory=ProducerConfig, title="Producer settings")
+    consumer: ConsumerConfig = Field(default_factory=ConsumerConfig, title="Consumer settings")
+    embedded: EmbeddedBrokerConfig = Field(
+        default_factory=EmbeddedBrokerConfig, title="The local broker used when bootstrap_servers is empty"
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bootstrap server {server!r} must be host:port, e.g. kafka-1:9092")
+        return servers
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)} "
+                    "(put the password in an environment variable and write sasl_password: ${KAFKA_PASSWORD})"
+                )
+        return self
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.bootstrap_servers
+
+    def bootstrap(self) -> list[str]:
+        if self.bootstrap_servers:
+            return list(self.bootstrap_servers)
+        return [f"{self.embedded.host}:{self.embedded.port}"]
+
+
+class TopicConfig(Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]{1,249}$", title="Kafka topic name")
+    partitions: int = Field(..., ge=1, le=1024, title="Partitions; bounds how many workers share the topic")
+    retention_ms: int | None = Field(None, ge=60_000, title="Retention override for the topic, ms")
+
+
+class TopicsConfig(Section):
+    frames: TopicConfig = Field(
+        default_factory=lambda: TopicConfig(name="vigil.frames", partitions=6, retention_ms=3_600_000),
+        title="JPEG frames, keyed by camera",
+    )
+    detections: TopicConfig = Field(
+        default_factory=lambda: TopicConfig(name="vigil.detections", partitions=6),
+        title="Detections per frame, keyed by camera",
+    )
+    alerts: TopicConfig = Field(
+        default_factory=lambda: TopicConfig(name="vigil.alerts", partitions=3), title="Alert lifecycle events"
+    )
+    dead_letter: TopicConfig = Field(
+        default_factory=lambda: TopicConfig(name="vigil.dead-letter", partitions=1),
+        title="Records a stage could not process, with the reason",
+    )
+    replication_factor: int = Field(1, ge=1, le=7, title="Replication factor for topics vigil creates")
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> TopicsConfig:
+        names = [self.frames.name, self.detections.name, self.alerts.name, self.dead_letter.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"topic names must be distinct, got {names}")
+        return self
+
+    def all(self) -> list[TopicConfig]:
+        return [self.frames, self.detections, self.alerts, self.dead_letter]

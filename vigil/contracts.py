@@ -1,0 +1,511 @@
+"""Message contracts of vigil's Kafka topics (schema version 1). See docs/messages.md.
+
+Every record crossing a process boundary is one of the typed classes here, never a bare dict:
+
+* frames topic      key = camera id, value = JPEG bytes, metadata in headers (`FrameMeta`).
+* detections topic  key = camera id, value = JSON (`DetectionsRecord`).
+* alerts topic      key = camera id, value = JSON (`AlertRecord`).
+* dead-letter topic key/value = the original bytes, original headers plus `dlq-*` headers (`DeadLetter`).
+
+Decoding never trusts its input: anything malformed raises `ContractError` with a reason that
+names the field, which consumers put on the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from vigil.detections import Detections
+from vigil.errors import ContractError
+
+SCHEMA_VERSION = 1
+Headers = list[tuple[str, bytes]]
+FrameSource = Literal["rtsp", "replay"]
+AlertEvent = Literal["started", "updated", "ended"]
+
+
+@runtime_checkable
+class KafkaRecord(Protocol):
+    """What stage logic needs of a consumed record; kafka-python's `ConsumerRecord` satisfies it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class StubRecord:
+    """An in-memory `KafkaRecord`, for tests and for replaying records without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    timestamp: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, bytes]:
+    result: dict[str, bytes] = {}
+    for item in headers or ():
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise ContractError(f"header entry {item!r} is not a (name, bytes) pair")
+        name, value = item
+        result[str(name)] = bytes(value) if value is not None else b""
+    return result
+
+
+def _req_str(headers: Mapping[str, bytes], name: str) -> str:
+    if name not in headers:
+        raise ContractError(f"missing header {name!r}")
+    try:
+        text = headers[name].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"header {name!r} is not UTF-8") from exc
+    if not text:
+        raise ContractError(f"header {name!r} is empty")
+    return text
+
+
+def _req_int(headers: Mapping[str, bytes], name: str, minimum: int | None = None) -> int:
+    text = _req_str(headers, name)
+    try:
+        number = int(text)
+    except ValueError as exc:
+        raise ContractError(f"header {name!r} must be an integer, got {text[:40]!r}") from exc
+    if minimum is not None and number < minimum:
+        raise ContractError(f"header {name!r} must be >= {minimum}, got {number}")
+    return number
+
+
+def _opt_int(headers: Mapping[str, bytes], name: str) -> int | None:
+    return _req_int(headers, name) if name in headers else None
+
+
+def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    if key not in obj:
+        raise ContractError(f"missing field {where}{key!r}")
+    value = obj[key]
+    # bool is an int subclass; a JSON true where a number belongs is a contract violation.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ContractError(f"field {where}{key!r} has type bool, expected {kind}")
+    if not isinstance(value, kind):
+        raise ContractError(f"field {where}{key!r} has type {type(value).__name__}, expected {kind}")
+    return value
+
+
+def _load_json(value: bytes | None, what: str) -> dict[str, Any]:
+    if value is None:
+        raise ContractError(f"{what} record has no value (tombstone)")
+    try:
+        obj = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{what} value is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ContractError(f"{what} value must be a JSON object, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise ContractError(f"{what} schema version {schema!r} is not supported (expected {SCHEMA_VERSION})")
+    return obj
+
+
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """Where a frame lives in Kafka: lets any later stage find (and de-duplicate) the exact frame."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "frame.") -> FrameRef:
+        if not isinstance(obj, dict):
+            raise ContractError(f"field {where.rstrip('.')!r} must be an object")
+        return cls(
+            topic=_get(obj, "topic", str, where),
+            partition=_get(obj, "partition", int, where),
+            offset=_get(obj, "offset", int, where),
+        )
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """Headers of a frames-topic record. The value is the encoded image itself.
+
+    `seq` counts published frames per camera; `frame_index` is the source's own frame number
+    (0-based; MOT ground truth frame = frame_index + 1) and `media_ns` its position in the
+    stream, both set by replay so evaluation can match ground truth frame by frame.
+    """
+
+    camera_id: str
+    seq: int
+    capture_ns: int
+    width: int
+    height: int
+    source: FrameSource
+    encoding: str = "jpeg"
+    media_ns: int | None = None
+    frame_index: int | None = None
+    motion: tuple[tuple[int, int, int, int], ...] | None = None
+    keepalive: bool = False
+
+    def to_headers(self) -> Headers:
+        headers: Headers = [
+            ("vigil-schema", str(SCHEMA_VERSION).encode()),
+            ("camera", self.camera_id.encode()),
+            ("seq", str(self.seq).encode()),
+            ("capture-ns", str(self.capture_ns).encode()),
+            ("width", str(self.width).encode()),
+            ("height", str(self.height).encode()),
+            ("encoding", self.encoding.encode()),
+            ("source", self.source.encode()),
+        ]
+        if self.media_ns is not None:
+            headers.append(("media-ns", str(self.media_ns).encode()))
+        if self.frame_index is not None:
+            headers.append(("frame-index", str(self.frame_index).encode()))
+        if self.motion is not None:
+            headers.append(("motion", _dumps({"boxes": [list(b) for b in self.motion]})))
+        if self.keepalive:
+            headers.append(("keepalive", b"1"))
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Sequence[tuple[str, bytes]] | None) -> FrameMeta:
+        h = _header_map(headers)
+        schema = _req_str(h, "vigil-schema")
+        if schema != str(SCHEMA_VERSION):
+            raise ContractError(f"frame schema version {schema!r} is not supported (expected {SCHEMA_VERSION})")
+        source = _req_str(h, "source")
+        if source not in ("rtsp", "replay"):
+            raise ContractError(f"header 'source' must be 'rtsp' or 'replay', got {source!r}")
+        motion: tuple[tuple[int, int, int, int], ...] | None = None
+        if "motion" in h:
+            try:
+                boxes = json.loads(h["motion"])["boxes"]
+                motion = tuple((int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise ContractError(f"header 'motion' must be {{\"boxes\": [[x1,y1,x2,y2], ...]}}: {exc}") from exc
+        return cls(
+            camera_id=_req_str(h, "camera"),
+            seq=_req_int(h, "seq", minimum=0),
+            capture_ns=_req_int(h, "capture-ns", minimum=0),
+            width=_req_int(h, "width", minimum=1),
+            height=_req_int(h, "height", minimum=1),
+            source=source,  # type: ignore[arg-type]  # checked above
+            encoding=_req_str(h, "encoding"),
+            media_ns=_opt_int(h, "media-ns"),
+            frame_index=_opt_int(h, "frame-index"),
+            motion=motion,
+            keepalive=h.get("keepalive") == b"1",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- detections
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent per step for one frame (batch steps are shared by the batch's frames)."""
+
+    decode_ms: float = 0.0
+    infer_ms: float = 0.0
+    post_ms: float = 0.0
+    queue_wait_ms: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "decode": round(self.decode_ms, 3),
+            "infer": round(self.infer_ms, 3),
+            "post": round(self.post_ms, 3),
+            "queue_wait": round(self.queue_wait_ms, 3),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Timings:
+        if not isinstance(obj, dict):
+            raise ContractError("field 'timings_ms' must be an object")
+        return cls(
+            decode_ms=float(_get(obj, "decode", (int, float), "timings_ms.")),
+            infer_ms=float(_get(obj, "infer", (int, float), "timings_ms.")),
+            post_ms=float(_get(obj, "post", (int, float), "timings_ms.")),
+            queue_wait_ms=float(_get(obj, "queue_wait", (int, float), "timings_ms.")),
+        )
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionsRecord:
+    """The detections of one frame. Boxes are `xyxy` in source-image pixels."""
+
+    camera_id: str
+    seq: int
+    capture_ns: int
+    frame: FrameRef
+    model: ModelRef
+    width: int
+    height: int
+    detections: Detections
+    class_names: tuple[str, ...]
+    timings: Timings = field(default_factory=Timings)
+    media_ns: int | None = None
+    frame_index: int | None = None
+    produced_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != len(self.detections):
+            raise ContractError(
+                f"class_names has {len(self.class_names)} entries but detections has {len(self.detections)}"
+            )
+
+    @property
+    def frame_key(self) -> str:
+        """Identity of the source frame; consumers use it to drop at-least-once duplicates."""
+        return f"{self.frame.topic}/{self.frame.partition}/{self.frame.offset}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.detections
+        return {
+            "schema": SCHEMA_VERSION,
+            "camera": self.camera_id,
+            "seq": self.seq,
+            "capture_ns": self.capture_ns,
+            "media_ns": self.media_ns,
+            "frame_index": self.frame_index,
+            "frame": self.frame.to_json(),
+            "model": {"name": self.model.name, "version": self.model.version},
+            "image": {"width": self.width, "height": self.height},
+            "boxes": np.round(d.xyxy.astype(np.float64), 2).tolist(),
+            "class_ids": d.class_id.tolist(),
+            "class_names": list(self.class_names),
+            "scores": np.round(d.confidence.astype(np.float64), 5).tolist(),
+            "timings_ms": self.timings.to_json(),
+            "produced_ns": self.produced_ns,
+        }
+
+    def to_bytes(self) -> bytes:
+        return _dumps(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, value: bytes | None) -> DetectionsRecord:
+        obj = _load_json(value, "detections")
+        boxes = _get(obj, "boxes", list)
+        class_ids = _get(obj, "class_ids", list)
+        scores = _get(obj, "scores", list)
+        names = _get(obj, "class_names", list)
+        if not (len(boxes) == len(class_ids) == len(scores) == len(names)):
+            raise ContractError(
+                f"boxes ({len(boxes)}), class_ids ({len(class_ids)}), scores ({len(scores)}) and "
+                f"class_names ({len(names)}) must have the same length"
+            )
+        try:
+            xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            conf = np.asarray(scores, dtype=np.float32)
+            cls_arr = np.asarray(class_ids, dtype=np.int32)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"boxes must be [[x1,y1,x2,y2], ...] of numbers: {exc}") from exc
+        if xyxy.shape[0] != len(boxes) or not np.all(np.isfinite(xyxy)) or not np.all(np.isfinite(conf)):
+            raise ContractError("boxes and scores must be finite numbers, 4 per box")
+        model = _get(obj, "model", dict)
+        image = _get(obj, "image", dict)
+        media_ns = obj.get("media_ns")
+        frame_index = obj.get("frame_index")
+        return cls(
+            camera_id=_get(obj, "camera", str),
+            seq=_get(obj, "seq", int),
+            capture_ns=_get(obj, "capture_ns", int),
+            media_ns=media_ns if isinstance(media_ns, int) else None,
+            frame_index=frame_index if isinstance(frame_index, int) else None,
+            frame=FrameRef.from_json(_get(obj, "frame", dict)),
+            model=ModelRef(name=_get(model, "name", str, "model."), version=_get(model, "version", str, "model.")),
+            width=_get(image, "width", int, "image."),
+            height=_get(image, "height", int, "image."),
+            detections=Detections(xyxy=xyxy, confidence=conf, class_id=cls_arr),
+            class_names=tuple(str(n) for n in names),
+            timings=Timings.from_json(_get(obj, "timings_ms", dict)),
+            produced_ns=int(obj.get("produced_ns") or 0),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One alert lifecycle event. `alert_id` is deterministic (camera, rule, track, start), so a
+    repeat after a restart is recognisable; the webhook id is `alert_id` + event."""
+
+    alert_id: str
+    event: AlertEvent
+    camera_id: str
+    rule: str
+    zone: str | None
+    class_name: str
+    class_id: int
+    track_id: int
+    confidence: float
+    box: tuple[float, float, float, float]
+    first_seen_ns: int
+    last_seen_ns: int
+    frame: FrameRef
+    latency_ms: float
+    snapshot: str | None = None
+    snapshot_kind: Literal["none", "base64_jpeg", "frame_ref"] = "none"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"{self.alert_id}.{self.event}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "id": self.alert_id,
+            "event": self.event,
+            "camera": self.camera_id,
+            "rule": self.rule,
+            "zone": self.zone,
+            "class_name": self.class_name,
+            "class_id": self.class_id,
+            "track_id": self.track_id,
+            "confidence": round(self.confidence, 5),
+            "box": [round(v, 2) for v in self.box],
+            "first_seen_ns": self.first_seen_ns,
+            "last_seen_ns": self.last_seen_ns,
+            "frame": self.frame.to_json(),
+            "latency_ms": round(self.latency_ms, 3),
+            "snapshot": {"kind": self.snapshot_kind, "data": self.snapshot},
+        }
+
+    def to_bytes(self) -> bytes:
+        return _dumps(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, value: bytes | None) -> AlertRecord:
+        obj = _load_json(value, "alert")
+        event = _get(obj, "event", str)
+        if event not in ("started", "updated", "ended"):
+            raise ContractError(f"field 'event' must be started, updated or ended, got {event!r}")
+        box = _get(obj, "box", list)
+        if len(box) != 4 or not all(isinstance(v, int | float) and math.isfinite(v) for v in box):
+            raise ContractError("field 'box' must be [x1, y1, x2, y2] of finite numbers")
+        snapshot = _get(obj, "snapshot", dict)
+        kind = snapshot.get("kind", "none")
+        if kind not in ("none", "base64_jpeg", "frame_ref"):
+            raise ContractError(f"field 'snapshot.kind' must be none, base64_jpeg or frame_ref, got {kind!r}")
+        zone = obj.get("zone")
+        return cls(
+            alert_id=_get(obj, "id", str),
+            event=event,  # checked above
+            camera_id=_get(obj, "camera", str),
+            rule=_get(obj, "rule", str),
+            zone=zone if isinstance(zone, str) else None,
+            class_name=_get(obj, "class_name", str),
+            class_id=_get(obj, "class_id", int),
+            track_id=_get(obj, "track_id", int),
+            confidence=float(_get(obj, "confidence", (int, float))),
+            box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+            first_seen_ns=_get(obj, "first_seen_ns", int),
+            last_seen_ns=_get(obj, "last_seen_ns", int),
+            frame=FrameRef.from_json(_get(obj, "frame", dict)),
+            latency_ms=float(_get(obj, "latency_ms", (int, float))),
+            snapshot=snapshot.get("data") if isinstance(snapshot.get("data"), str) else None,
+            snapshot_kind=kind,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- dead letters
+
+DLQ_HEADERS = ("dlq-reason", "dlq-stage", "dlq-topic", "dlq-partition", "dlq-offset", "dlq-time-ns")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a stage could not process. The original key, value and headers are kept byte for
+    byte; the reason and provenance travel in `dlq-*` headers, so the record can be inspected and
+    re-published as it was."""
+
+    stage: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    time_ns: int = 0
+
+    @classmethod
+    def of(cls, record: KafkaRecord, stage: str, reason: str, time_ns: int = 0) -> DeadLetter:
+        return cls(
+            stage=stage,
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple((str(k), bytes(v or b"")) for k, v in (record.headers or ())),
+            time_ns=time_ns,
+        )
+
+    def to_headers(self) -> Headers:
+        original = [(k, v) for k, v in self.headers if k not in DLQ_HEADERS]
+        return original + [
+            ("dlq-reason", self.reason.encode("utf-8", "replace")[:4096]),
+            ("dlq-stage", self.stage.encode()),
+            ("dlq-topic", self.topic.encode()),
+            ("dlq-partition", str(self.partition).encode()),
+            ("dlq-offset", str(self.offset).encode()),
+            ("dlq-time-ns", str(self.time_ns).encode()),
+        ]
+
+    @classmethod
+    def from_record(cls, record: KafkaRecord) -> DeadLetter:
+        h = _header_map(record.headers)
+        return cls(
+            stage=_req_str(h, "dlq-stage"),
+            reason=_req_str(h, "dlq-reason"),
+            topic=_req_str(h, "dlq-topic"),
+            partition=_req_int(h, "dlq-partition"),
+            offset=_req_int(h, "dlq-offset"),
+            key=record.key,
+            value=record.value,
+            headers=tuple((k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS),
+            time_ns=_req_int(h, "dlq-time-ns"),
+        )

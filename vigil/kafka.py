@@ -1,0 +1,184 @@
+"""Kafka helpers: client factories from `KafkaConfig`, topic creation, and dead-lettering.
+
+kafka-python is imported here and nowhere in the pure stage logic, which works on the
+`KafkaRecord` protocol (see `vigil.contracts`) so it can be tested without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
+from vigil.contracts import DeadLetter, KafkaRecord
+from vigil.errors import KafkaUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def _common(config: KafkaConfig, role: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap(),
+        "client_id": f"{config.client_id}-{role}",
+        "security_protocol": config.security_protocol,
+        "request_timeout_ms": config.request_timeout_ms,
+        # Fail fast with a clear error instead of retrying forever when nothing listens.
+        "bootstrap_timeout_ms": config.bootstrap_timeout_ms,
+    }
+    if config.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = config.sasl_mechanism
+        options["sasl_plain_username"] = config.sasl_username
+        options["sasl_plain_password"] = config.sasl_password.get_secret_value() if config.sasl_password else None
+    if config.security_protocol.endswith("SSL"):
+        options["ssl_cafile"] = config.ssl_cafile
+        options["ssl_certfile"] = config.ssl_certfile
+        options["ssl_keyfile"] = config.ssl_keyfile
+        options["ssl_password"] = config.ssl_password.get_secret_value() if config.ssl_password else None
+    return options
+
+
+def _unavailable(config: KafkaConfig, exc: Exception) -> KafkaUnavailableError:
+    hint = (
+        "start the embedded broker with `vigil broker start`"
+        if config.uses_embedded_broker
+        else "check kafka.bootstrap_servers and that the cluster is reachable"
+    )
+    return KafkaUnavailableError(f"no Kafka broker answered at {','.join(config.bootstrap())} ({exc}); {hint}")
+
+
+def make_producer(config: KafkaConfig, role: str, **overrides: Any) -> KafkaProducer:
+    """A producer with the configured acks, batching and security. Keys and values are bytes."""
+    p = config.producer
+    options = _common(config, role) | {
+        "acks": p.acks,
+        "linger_ms": p.linger_ms,
+        "batch_size": p.batch_size,
+        "compression_type": None if p.compression_type == "none" else p.compression_type,
+        "max_request_size": p.max_request_size,
+        "retries": p.retries,
+        "delivery_timeout_ms": p.delivery_timeout_ms,
+    }
+    options.update(overrides)
+    try:
+        return KafkaProducer(**options)
+    except KafkaTimeoutError as exc:
+        raise _unavailable(config, exc) from exc
+
+
+def make_consumer(
+    config: KafkaConfig, role: str, group_id: str | None, topics: Sequence[str] = (), **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in `group_id` with manual commits: stages commit only what they have finished."""
+    c = config.consumer
+    options = _common(config, role) | {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": c.auto_offset_reset,
+        "session_timeout_ms": c.session_timeout_ms,
+        "heartbeat_interval_ms": c.heartbeat_interval_ms,
+        "max_poll_interval_ms": c.max_poll_interval_ms,
+        "max_poll_records": c.max_poll_records,
+        "fetch_max_bytes": c.fetch_max_bytes,
+        "max_partition_fetch_bytes": min(c.fetch_max_bytes, config.producer.max_request_size * 2),
+    }
+    options.update(overrides)
+    try:
+        return KafkaConsumer(*topics, **options)
+    except KafkaTimeoutError as exc:
+        raise _unavailable(config, exc) from exc
+
+
+def make_admin(config: KafkaConfig) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(**_common(config, "admin"))
+    except KafkaTimeoutError as exc:
+        raise _unavailable(config, exc) from exc
+
+
+def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConfig]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created. Existing topics are
+    left as they are (partitions are never shrunk), and a mismatch is logged."""
+    wanted = topics.all() if isinstance(topics, TopicsConfig) else list(topics)
+    replication = topics.replication_factor if isinstance(topics, TopicsConfig) else 1
+    admin = make_admin(config)
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(
+                name=t.name,
+                num_partitions=t.partitions,
+                replication_factor=replication,
+                topic_configs={"retention.ms": str(t.retention_ms)} if t.retention_ms else {},
+            )
+            for t in wanted
+            if t.name not in existing
+        ]
+        created: list[str] = []
+        for topic in new:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another vigil process: that is the goal
+        for t in wanted:
+            if t.name in existing:
+                partitions = admin.describe_topics([t.name])[0].get("partitions", [])
+                if len(partitions) != t.partitions:
+                    log.warning(
+                        "topic %s has %d partitions, config says %d; vigil does not change existing topics",
+                        t.name, len(partitions), t.partitions,
+                    )  # fmt: skip
+        _wait_for_metadata(admin, [t.name for t in wanted])
+        return created
+    finally:
+        admin.close()
+
+
+def _wait_for_metadata(admin: KafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = admin.describe_topics(names)
+        if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in described):
+            return
+        time.sleep(0.1)
+    raise KafkaUnavailableError(f"topics {names} did not become available within {timeout_s:.0f}s")
+
+
+class DeadLetterPublisher:
+    """Publishes records a stage cannot process to the dead-letter topic, counting them."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, stage: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._stage = stage
+        self.count = 0
+
+    def publish(self, record: KafkaRecord, reason: str) -> Any:
+        """Send `record` with `reason`; returns the send future so callers can wait before committing."""
+        letter = DeadLetter.of(record, stage=self._stage, reason=reason, time_ns=time.time_ns())
+        self.count += 1
+        log.warning(
+            "dead-lettered %s/%d/%d (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            self._stage,
+            reason,
+        )
+        return self._producer.send(self._topic, key=letter.key, value=letter.value, headers=letter.to_headers())
+
+
+__all__ = [
+    "DeadLetterPublisher",
+    "KafkaError",
+    "ensure_topics",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+]
