@@ -54,6 +54,13 @@ def _config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_docs(args: argparse.Namespace) -> int:
+    from vigil.config.docs import render_markdown
+
+    print(render_markdown(), end="")
+    return 0
+
+
 def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "--config", "-c", required=required, default=None if required else os.environ.get("VIGIL_CONFIG"),
@@ -74,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(handler=_config_validate)
     config_sub.add_parser("schema", help="print the JSON schema of the config").set_defaults(handler=_config_schema)
+    config_sub.add_parser("docs", help="print the configuration reference (Markdown)").set_defaults(
+        handler=_config_docs
+    )
 
     # -- broker ------------------------------------------------------------------------------------
     broker = sub.add_parser("broker", help="the embedded Apache Kafka broker (KRaft, loopback)")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from vigil.config import VigilConfig
 from vigil.redact import SecretFilter
@@ -14,27 +15,30 @@ _FILTER = SecretFilter()
 
 
 def config_secrets(config: VigilConfig) -> list[str]:
-    """Every secret value in a loaded config, so the log filter can mask it wherever it appears."""
+    """Every secret value in a loaded config, so the log filter can mask it wherever it appears.
+
+    A camera URL is a secret as a whole, but its host is harmless and useful in logs: for URLs
+    only the password is registered (the URL redactor masks it wherever a URL is printed)."""
     found: list[str] = []
 
     def walk(value: object) -> None:
         if isinstance(value, SecretStr):
-            found.append(value.get_secret_value())
+            secret = value.get_secret_value()
+            if "://" in secret:
+                password = urlsplit(secret).password
+                if password:
+                    found.append(password)
+            else:
+                found.append(secret)
         elif isinstance(value, list | tuple):
             for item in value:
                 walk(item)
-        elif hasattr(value, "model_fields"):
+        elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))
 
     walk(config)
-    # Camera URLs are secrets as a whole, but their host part is harmless and useful in logs;
-    # the URL redactor masks the password wherever the URL is printed, so register only passwords.
-    return [s for s in found if "://" not in s] + [
-        s.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-        for s in found
-        if "://" in s and "@" in s.split("://", 1)[1] and ":" in s.split("://", 1)[1].split("@", 1)[0]
-    ]
+    return found
 
 
 def setup_logging(level: str = "INFO", config: VigilConfig | None = None) -> None:

@@ -7,6 +7,7 @@ the environment variable from the `env` mapping the caller passes, so secrets st
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import Field
@@ -79,11 +80,13 @@ def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
                 )
         for k_index, class_name in enumerate(rule.classes):
             if class_name not in known_classes:
+                close = difflib.get_close_matches(class_name, sorted(known_classes), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 issues.append(
                     ConfigIssue(
                         f"{where}.classes[{k_index}]",
-                        f"unknown class {class_name!r}; the model's classes are e.g. "
-                        f"{', '.join(sorted(known_classes)[:8])}... (set detect.class_names for a custom model)",
+                        f"unknown class {class_name!r}; {hint}classes are the model's (COCO by default; "
+                        "set detect.class_names for a custom model)",
                     )
                 )
     for w_index, hook in enumerate(config.alerts.webhooks):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vigil.config import VigilConfig, reference_issues
 from vigil.errors import ConfigError, ConfigIssue
@@ -80,13 +83,48 @@ def _substitute(value: Any, env: Mapping[str, str], path: Path_, issues: list[Co
     return _ENV_REF.sub(replace, value)
 
 
+def _model_at(path: Path_) -> type[BaseModel] | None:
+    """The config model class that the mapping at `path` is validated against, if any."""
+    model: type[BaseModel] = VigilConfig
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation]
+        found: type[BaseModel] | None = None
+        while candidates:
+            annotation = candidates.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found = annotation
+                break
+            if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+                candidates.extend(typing.get_args(annotation))
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _unknown_key_message(loc: Path_) -> str:
+    key = str(loc[-1]) if loc else ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown key; see docs/configuration.md"
+    allowed = sorted(model.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}allowed here: {', '.join(allowed)}"
+
+
 def _pydantic_issues(error: ValidationError) -> list[tuple[Path_, str]]:
     found: list[tuple[Path_, str]] = []
     for item in error.errors(include_input=False, include_url=False):
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against docs/configuration.md"
+            message = _unknown_key_message(loc)
         elif item["type"] == "missing":
             message = "required key is missing"
         found.append((loc, message))

@@ -1,0 +1,71 @@
+# vigil — set-up and checks. `make demo` and `make test` do everything on a fresh Debian machine:
+# system packages, .venv/, Python dependencies, the Apache Kafka jars (Maven cache), then run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export YOLO_OFFLINE := 1
+# Ultralytics writes settings under the home directory unless told otherwise.
+export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
+
+.PHONY: help system-deps install install-test lint test demo broker-start broker-stop bench clean
+
+help:
+	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
+	@echo "make test     set up everything and run ruff, mypy and the test suite"
+	@echo "make bench    run the benchmarks under bench/"
+
+system-deps:
+	@bash deploy/install-system-deps.sh
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime + dev + eval extras (no torch).
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev,eval]"
+	@touch $@
+
+# The export extra brings ultralytics and the multi-GB torch; only tests and `vigil models export` need it.
+# ultralytics depends on the GUI opencv-python; both wheels ship cv2/, so the headless one is laid back on top.
+$(VENV)/.installed-test: $(VENV)/.installed-base
+	$(BIN)/pip install -q -e ".[dev,eval,export]"
+	$(BIN)/pip install -q --force-reinstall --no-deps \
+		"opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+	@touch $@
+
+install: system-deps $(VENV)/.installed-base
+	$(BIN)/vigil broker fetch
+
+install-test: system-deps $(VENV)/.installed-test
+	$(BIN)/vigil broker fetch
+
+lint: $(VENV)/.installed-base
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install-test lint
+	$(BIN)/pytest -q
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+broker-start: install
+	$(BIN)/vigil broker start
+
+broker-stop:
+	$(BIN)/vigil broker stop
+
+bench: install-test
+	$(BIN)/python bench/bench_kafka.py
+	$(BIN)/python bench/bench_detect.py
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_alerts.py
+
+clean:
+	-$(BIN)/vigil broker stop
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

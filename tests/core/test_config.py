@@ -1,0 +1,280 @@
+"""Config validation tables: good files load, bad ones fail with the exact key, line and fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vigil.config import VigilConfig
+from vigil.config.loader import load_config, parse_config
+from vigil.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "whsec_SecKLiEOuq1pIIHZxGTNRkDKZYZljNr9"
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "test.yaml", env or {})
+    return [str(issue) for issue in info.value.issues]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs(path: Path) -> None:
+    if path.name.startswith("bad-"):
+        with pytest.raises(ConfigError):
+            load_config(path, {})
+    else:
+        config = load_config(path, {})
+        assert isinstance(config, VigilConfig)
+
+
+def test_empty_file_gives_defaults() -> None:
+    config = parse_config("", "empty.yaml", {})
+    assert config.kafka.uses_embedded_broker
+    assert config.kafka.bootstrap() == ["127.0.0.1:9092"]
+    assert config.topics.frames.name == "vigil.frames"
+    assert config.detect.batch_size == 8
+
+
+CASES = [
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://h/s
+            fps: 120
+        """,
+        "line 5: cameras[0].fps: Input should be less than or equal to 60",
+        id="fps-bound",
+    ),
+    pytest.param(
+        """
+        detect:
+          batch_sise: 4
+        """,
+        "line 3: detect.batch_sise: unknown key; did you mean 'batch_size'?",
+        id="typo-suggests",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://h/s
+            zones:
+              - name: z
+                polygon: [[0, 0], [1, 1]]
+        """,
+        "line 7: cameras[0].zones[0].polygon: List should have at least 3 items",
+        id="two-point-polygon",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://h/s
+            zones:
+              - name: z
+                units: fraction
+                polygon: [[0, 0], [2, 0], [1, 1]]
+        """,
+        "line 6: cameras[0].zones[0]: with units: fraction every vertex must lie in 0..1",
+        id="fraction-out-of-range",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: /videos/a.mp4
+        """,
+        "cameras[0]: kind: rtsp needs an rtsp:// url; for a file set kind: replay",
+        id="file-url-needs-replay-kind",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - {id: a, url: "rtsp://h/s"}
+          - {id: a, url: "rtsp://h/t"}
+        """,
+        "line 4: cameras[1].id: camera id 'a' is used twice",
+        id="duplicate-camera",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://h/s
+        alerts:
+          rules:
+            - name: r
+              zone: porch
+        """,
+        "line 8: alerts.rules[0].zone: zone 'porch' is not defined on camera(s) ['a']",
+        id="rule-zone-missing",
+    ),
+    pytest.param(
+        """
+        alerts:
+          rules:
+            - name: r
+              classes: [person, persn]
+        """,
+        "line 5: alerts.rules[0].classes[1]: unknown class 'persn'; did you mean 'person'?",
+        id="unknown-class",
+    ),
+    pytest.param(
+        """
+        alerts:
+          rules:
+            - name: r
+              cameras: [ghost]
+        """,
+        "alerts.rules[0].cameras[0]: unknown camera 'ghost'",
+        id="rule-unknown-camera",
+    ),
+    pytest.param(
+        """
+        alerts:
+          webhooks:
+            - name: h
+              url: ftp://x
+              secrets: ["whsec_SecKLiEOuq1pIIHZxGTNRkDKZYZljNr9"]
+        """,
+        "line 5: alerts.webhooks[0].url: webhook url must start with http:// or https://",
+        id="webhook-scheme",
+    ),
+    pytest.param(
+        """
+        kafka:
+          security_protocol: SASL_SSL
+        """,
+        "kafka: security_protocol SASL_SSL needs sasl_mechanism, sasl_username, sasl_password",
+        id="sasl-incomplete",
+    ),
+    pytest.param(
+        """
+        kafka:
+          bootstrap_servers: [kafka-1]
+        """,
+        "line 3: kafka.bootstrap_servers: bootstrap server 'kafka-1' must be host:port",
+        id="bootstrap-host-port",
+    ),
+    pytest.param(
+        """
+        detect:
+          providers: [auto, cpu]
+        """,
+        "detect: providers: use either [auto] or an explicit list",
+        id="providers-auto-exclusive",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://u:${CAM_PASS}@h/s
+        """,
+        "line 4: cameras[0].url: environment variable CAM_PASS is not set",
+        id="env-missing",
+    ),
+    pytest.param("cameras: [\n", "<yaml>: not valid YAML", id="yaml-syntax"),
+    pytest.param("- a\n- b\n", "line 1: <root>: the config must be a mapping of sections", id="not-a-mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_bad_config_names_key_and_line(text: str, expected: str) -> None:
+    messages = errors_of(text)
+    assert any(expected in m for m in messages), messages
+
+
+def test_all_errors_reported_at_once() -> None:
+    messages = errors_of(
+        """
+        cameras:
+          - id: a
+            url: rtsp://h/s
+            fps: 0
+        detect:
+          batch_size: 0
+          conf_threshold: 2
+        """
+    )
+    assert len(messages) == 3, messages
+
+
+def test_env_reference_resolves_and_default_applies() -> None:
+    text = """
+    cameras:
+      - id: a
+        url: rtsp://viewer:${CAM_PASS}@h/s
+      - id: b
+        url: rtsp://viewer:${OTHER:-fallback}@h/s
+    """
+    config = parse_config(textwrap.dedent(text), "t.yaml", {"CAM_PASS": "s3cr3t"})
+    assert config.cameras[0].url.get_secret_value() == "rtsp://viewer:s3cr3t@h/s"
+    assert config.cameras[1].url.get_secret_value() == "rtsp://viewer:fallback@h/s"
+
+
+def test_secrets_never_echoed_in_errors() -> None:
+    text = f"""
+    kafka:
+      security_protocol: SASL_SSL
+      sasl_mechanism: PLAIN
+      sasl_username: u
+      sasl_password: hunter2-sasl
+      request_timeout_ms: 1
+    cameras:
+      - id: a
+        url: rtsp://admin:hunter2-cam@h/s
+        fps: 999
+    alerts:
+      webhooks:
+        - name: h
+          url: https://x/hook?token=hunter2-token
+          secrets: ["whsec_short", "{SECRET}"]
+    """
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "t.yaml", {})
+    rendered = str(info.value)
+    assert "secret #1 must be 'whsec_'" in rendered
+    for secret in ("hunter2-sasl", "hunter2-cam", "hunter2-token", "whsec_short", SECRET):
+        assert secret not in rendered
+    assert "hunter2" not in repr(load_config(REPO / "examples" / "full.yaml", {"FRONT_DOOR_PASSWORD": "hunter2"}))
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config("", "t.yaml", {})
+    with pytest.raises(ValueError):
+        config.detect.batch_size = 3  # type: ignore[misc]
+
+
+def test_every_field_is_titled() -> None:
+    missing: list[str] = []
+
+    def walk(model: type, prefix: str) -> None:
+        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            if not field.title:
+                missing.append(prefix + name)
+            annotation = field.annotation
+            for candidate in (annotation, *getattr(annotation, "__args__", ())):
+                if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+                    walk(candidate, f"{prefix}{name}.")
+
+    walk(VigilConfig, "")
+    assert not missing, f"fields without a title: {missing}"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+def test_configuration_reference_is_current() -> None:
+    from vigil.config.docs import render_markdown
+
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == render_markdown(), (
+        "docs/configuration.md is stale: run `vigil config docs > docs/configuration.md`"
+    )
