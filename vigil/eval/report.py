@@ -1,0 +1,213 @@
+"""The evaluation report: report.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vigil.eval.events import EventScores
+from vigil.eval.scoring import ClassScores, DetectionScores
+
+
+@dataclass
+class LatencyStats:
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> LatencyStats:
+        if not samples_ms:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, [])
+        values = np.asarray(samples_ms, np.float64)
+        p50, p90, p99 = (float(np.percentile(values, q)) for q in (50, 90, 99))
+        return cls(len(values), p50, p90, p99, float(values.max()), [float(v) for v in values])
+
+
+@dataclass
+class EvalReport:
+    video: str
+    ground_truth: str
+    model: str
+    frames_expected: int
+    frames_scored: int
+    threshold: float
+    pipeline: DetectionScores
+    bare: DetectionScores | None
+    events: EventScores | None
+    capture_to_detection: LatencyStats
+    capture_to_alert: LatencyStats
+    pipeline_fps: float
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        def scores(s: DetectionScores | None) -> dict[str, Any] | None:
+            if s is None:
+                return None
+            return {
+                "threshold": s.threshold,
+                "iou": s.iou,
+                "frames": s.frames,
+                "overall": _class_json(s.overall),
+                "per_class": {name: _class_json(c) for name, c in s.per_class.items()},
+            }
+
+        events = None
+        if self.events is not None:
+            events = {
+                "gt_events": len(self.events.gt_events),
+                "alerts": len(self.events.alerts),
+                "matched": len(self.events.matched),
+                "event_recall": self.events.event_recall,
+                "false_alerts": self.events.false_alerts,
+                "false_alerts_per_hour": self.events.false_alerts_per_hour,
+                "footage_s": self.events.footage_s,
+                "gt": [asdict(e) for e in self.events.gt_events],
+                "fired": [asdict(a) for a in self.events.alerts],
+            }
+        latency = {
+            name: {k: v for k, v in asdict(stats).items() if k != "samples_ms"}
+            for name, stats in (
+                ("capture_to_detection", self.capture_to_detection),
+                ("capture_to_alert", self.capture_to_alert),
+            )
+        }
+        return {
+            "video": self.video,
+            "ground_truth": self.ground_truth,
+            "model": self.model,
+            "frames_expected": self.frames_expected,
+            "frames_scored": self.frames_scored,
+            "pipeline": scores(self.pipeline),
+            "bare_model": scores(self.bare),
+            "ap50_lost_by_pipeline": (self.bare.overall.ap50 - self.pipeline.overall.ap50) if self.bare else None,
+            "events": events,
+            "latency_ms": latency,
+            "throughput": {"pipeline_fps": self.pipeline_fps, "wall_s": self.wall_s},
+            "notes": self.notes,
+        }
+
+    def to_markdown(self) -> str:
+        p, b = self.pipeline.overall, self.bare.overall if self.bare else None
+        lines = [
+            f"# vigil evaluation: {Path(self.video).name}",
+            "",
+            f"Model `{self.model}`, {self.frames_scored}/{self.frames_expected} frames scored, "
+            f"threshold {self.threshold}, IoU 0.5. Ground truth: `{self.ground_truth}`.",
+            "",
+            "| | AP@0.5 | AP@[.5:.95] | precision | recall | F1 |",
+            "|---|---|---|---|---|---|",
+            _row("pipeline (Kafka + JPEG)", p),
+        ]
+        if b is not None:
+            lines.append(_row("bare model (decoded frames)", b))
+            lines += ["", f"AP@0.5 lost by the pipeline: {100 * (b.ap50 - p.ap50):+.2f} points."]
+        if len(self.pipeline.per_class) > 1:
+            lines += ["", "| class | AP@0.5 | AP@[.5:.95] | P | R | F1 |", "|---|---|---|---|---|---|"]
+            lines += [_row(name, c) for name, c in self.pipeline.per_class.items()]
+        if self.events is not None:
+            e = self.events
+            lines += [
+                "",
+                "## Alerts",
+                "",
+                f"{len(e.gt_events)} ground-truth events, {len(e.alerts)} alerts fired, {len(e.matched)} matched: "
+                f"event recall {e.event_recall:.3f}, {e.false_alerts} false alerts "
+                f"({e.false_alerts_per_hour:.1f} per hour of footage).",
+            ]
+        lines += [
+            "",
+            "## Latency and throughput",
+            "",
+            "| | n | p50 ms | p90 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|",
+            _lat("capture → detections record", self.capture_to_detection),
+            _lat("capture → alert", self.capture_to_alert),
+            "",
+            f"Pipeline throughput {self.pipeline_fps:.1f} frames/s over {self.wall_s:.1f} s.",
+            "",
+            "Plots: `pr_curve.png` (precision-recall per class), `latency.png`, `timeline.png`.",
+        ]
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        (out_dir / "report.md").write_text(self.to_markdown(), encoding="utf-8")
+        return [out_dir / "report.json", out_dir / "report.md", *self.plot(out_dir)]
+
+    def plot(self, out_dir: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: never needs a display
+        import matplotlib.pyplot as plt
+
+        written = []
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for label, scores in (("pipeline", self.pipeline), ("bare model", self.bare)):
+            if scores is None:
+                continue
+            for name, c in scores.per_class.items():
+                ax.plot(c.pr_recall, c.pr_precision, label=f"{name} ({label}) AP50={c.ap50:.3f}")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (IoU 0.5)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8)
+        written.append(_save(fig, out_dir / "pr_curve.png"))
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, stats in (
+            ("capture → detections", self.capture_to_detection),
+            ("capture → alert", self.capture_to_alert),
+        ):
+            if stats.samples_ms:
+                ax.hist(stats.samples_ms, bins=30, alpha=0.6, label=f"{label} (p50 {stats.p50_ms:.0f} ms)")
+        ax.set(xlabel="latency (ms)", ylabel="records", title="Latency")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out_dir / "latency.png"))
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        if self.events is not None:
+            tracks = sorted({e.track_id for e in self.events.gt_events})
+            for e in self.events.gt_events:
+                y = tracks.index(e.track_id)
+                ax.barh(y, e.end_frame - e.start_frame + 1, left=e.start_frame, color="tab:green", alpha=0.5)
+            matched = {a.alert_id for _, a in self.events.matched}
+            for a in self.events.alerts:
+                ax.axvline(a.start_frame, color="tab:blue" if a.alert_id in matched else "tab:red", lw=1)
+            ax.set_yticks(range(len(tracks)), [f"track {t}" for t in tracks])
+        ax.set(xlabel="frame", title="Ground-truth events (bars) and alerts (blue: matched, red: false)")
+        written.append(_save(fig, out_dir / "timeline.png"))
+        return written
+
+
+def _class_json(c: ClassScores) -> dict[str, Any]:
+    data = asdict(c)
+    data.pop("pr_recall")
+    data.pop("pr_precision")
+    return data
+
+
+def _row(label: str, c: ClassScores) -> str:
+    return f"| {label} | {c.ap50:.3f} | {c.ap50_95:.3f} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} |"
+
+
+def _lat(label: str, s: LatencyStats) -> str:
+    return f"| {label} | {s.count} | {s.p50_ms:.1f} | {s.p90_ms:.1f} | {s.p99_ms:.1f} | {s.max_ms:.1f} |"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
