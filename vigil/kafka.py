@@ -114,7 +114,7 @@ def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConf
                 name=t.name,
                 num_partitions=t.partitions,
                 replication_factor=replication,
-                topic_configs={"retention.ms": str(t.retention_ms)} if t.retention_ms else {},
+                topic_configs=_topic_configs(t, config),
             )
             for t in wanted
             if t.name not in existing
@@ -138,6 +138,15 @@ def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConf
         return created
     finally:
         admin.close()
+
+
+def _topic_configs(topic: TopicConfig, config: KafkaConfig) -> dict[str, str]:
+    # Frames can be megabytes: let the topic take whatever the producer may send, whatever the
+    # broker's default (1 MiB) is.
+    configs = {"max.message.bytes": str(config.producer.max_request_size)}
+    if topic.retention_ms:
+        configs["retention.ms"] = str(topic.retention_ms)
+    return configs
 
 
 def _wait_for_metadata(admin: KafkaAdminClient, names: list[str], timeout_s: float = 15.0) -> None:

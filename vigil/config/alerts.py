@@ -70,6 +70,12 @@ class WebhookConfig(Section):
     timeout_s: float = Field(5.0, gt=0, le=120, title="HTTP timeout of one attempt, seconds")
     initial_backoff_s: float = Field(0.5, gt=0, le=600, title="First retry delay, seconds")
     max_backoff_s: float = Field(60.0, gt=0, le=3600, title="Cap of the exponential retry delay, seconds")
+    give_up_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86_400,
+        title="Dead-letter an event still failing after this long, seconds; none: retry until delivered",
+    )
 
     @field_validator("url")
     @classmethod
@@ -92,7 +98,7 @@ class WebhookConfig(Section):
             if not raw.startswith("whsec_") or len(decoded) < 16:
                 raise ValueError(
                     f"secret #{index + 1} must be 'whsec_' + base64 of at least 16 random bytes; "
-                    "generate one with `vigil alerts new-secret`"
+                    "generate one with `vigil alerts --new-secret`"
                 )
         return values
 
@@ -115,6 +121,12 @@ class AlertsConfig(Section):
         title="How an alert carries its image: none, an inline JPEG, or the frame's Kafka reference",
     )
     webhooks: list[WebhookConfig] = Field(default_factory=list, title="Webhook endpoints")
+    restore_lookback_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86_400,
+        title="On (re)start, alerts published this recently are read back so open alerts are not fired twice",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AlertsConfig:
