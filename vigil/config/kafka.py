@@ -35,7 +35,9 @@ class ProducerConfig(Section):
         8 * 1024 * 1024, ge=65_536, le=256 * 1024 * 1024, title="Largest produce request, bytes"
     )
     retries: int = Field(5, ge=0, le=1000, title="Retries of a failed produce before it counts as failed")
-    delivery_timeout_ms: int = Field(30_000, ge=1000, le=600_000, title="Upper bound on a send, ms")
+    delivery_timeout_ms: int = Field(
+        120_000, ge=1000, le=600_000, title="Upper bound on a send, ms; above linger_ms + kafka.request_timeout_ms"
+    )
 
 
 class ConsumerConfig(Section):
@@ -103,6 +105,16 @@ class KafkaConfig(Section):
                     f"security_protocol {self.security_protocol} needs {', '.join(missing)} "
                     "(put the password in an environment variable and write sasl_password: ${KAFKA_PASSWORD})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _delivery_covers_request(self) -> KafkaConfig:
+        # The producer refuses to start otherwise (kafka-python and the Java client alike).
+        if self.producer.delivery_timeout_ms <= self.producer.linger_ms + self.request_timeout_ms:
+            raise ValueError(
+                f"producer.delivery_timeout_ms ({self.producer.delivery_timeout_ms}) must be greater than "
+                f"producer.linger_ms + request_timeout_ms ({self.producer.linger_ms + self.request_timeout_ms})"
+            )
         return self
 
     @property

@@ -1,0 +1,160 @@
+"""`vigil ingest` (live cameras from the config) and `vigil replay` (one recording as a camera).
+
+FFmpeg options: each RTSP open sets ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` to
+``rtsp_transport;<tcp|udp>|fflags;nobuffer|flags;low_delay`` for the duration of the open (see
+`ingest.sources`); a value exported by the operator is restored afterwards and used by replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from ingest.metrics import default_metrics
+from ingest.runner import IngestRunner
+from vigil.config import CameraConfig, VigilConfig
+from vigil.errors import ConfigError, ConfigIssue
+from vigil.kafka import ensure_topics, make_producer
+from vigil.settings import resolve_config
+
+log = logging.getLogger(__name__)
+STATS_EVERY_S = 30.0
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop` (graceful: queues drain, producer flushes); a second one exits."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("%s received: stopping (flushing queued frames)", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _serve_metrics(config: VigilConfig) -> None:
+    if not config.metrics.enabled:
+        return
+    from prometheus_client import start_http_server
+
+    # Several vigil processes on one host: the first free port from the configured one.
+    base = config.metrics.port
+    for port in [0] if base == 0 else range(base, min(base + 16, 65536)):
+        try:
+            start_http_server(port, addr=config.metrics.host)
+        except OSError:
+            continue
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
+        return
+    log.warning("no free metrics port in %d..%d; metrics not served", base, base + 15)
+
+
+def _select_cameras(config: VigilConfig, wanted: list[str] | None, source: str) -> list[CameraConfig]:
+    known = [c.id for c in config.cameras]
+    if wanted:
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise ConfigError(source, [ConfigIssue("cameras", f"--camera {unknown} not in the config; known: {known}")])
+        return [c for c in config.cameras if c.id in wanted]
+    cameras = [c for c in config.cameras if c.enabled]
+    if not cameras:
+        raise ConfigError(source, [ConfigIssue("cameras", "no enabled camera to ingest; add one under cameras:")])
+    return cameras
+
+
+def ingest_main(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.log_level)
+    cameras = _select_cameras(config, args.camera, args.config)
+    ensure_topics(config.kafka, config.topics)
+    producer = make_producer(config.kafka, "ingest")
+    _serve_metrics(config)
+    runner = IngestRunner(cameras, producer, config.topics.frames.name, default_metrics())
+    log.info("ingesting %d camera(s) to %s: %s", len(cameras), config.topics.frames.name, [c.id for c in cameras])
+    with _stop_on_signals(runner.stop_event):
+        runner.start()
+        next_stats = time.monotonic() + STATS_EVERY_S
+        while not runner.stop_event.wait(1.0):
+            for stats in runner.stats():  # refreshes the last-frame-age gauges every second
+                if time.monotonic() >= next_stats:
+                    log.info("%s", stats.line())
+            if time.monotonic() >= next_stats:
+                next_stats += STATS_EVERY_S
+    final = runner.stop()
+    producer.close(timeout=10)
+    for stats in final:
+        log.info("final: %s", stats.line())
+    return 0
+
+
+def replay_camera(config: VigilConfig, args: argparse.Namespace) -> CameraConfig:
+    """The camera to replay as: its config entry if the id is known (motion, size, quality),
+    else defaults; the file and the replay flags given on the command line win."""
+    base = config.camera(args.camera)
+    data: dict[str, Any] = base.model_dump() if base is not None else {"id": args.camera}
+    replay = dict(data.get("replay") or {})
+    if args.realtime is not None:
+        replay["realtime"] = args.realtime
+    if args.source_fps is not None:
+        replay["source_fps"] = args.source_fps
+    if args.loop:
+        replay["loop"] = True
+    replay["start_frame"] = args.start_frame
+    if args.end_frame is not None:
+        replay["end_frame"] = args.end_frame
+    data.update(url=args.file, kind="replay", replay=replay, enabled=True)
+    try:
+        return CameraConfig.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError("vigil replay arguments", [ConfigIssue("replay", str(exc))]) from exc
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.log_level)
+    camera = replay_camera(config, args)
+    ensure_topics(config.kafka, config.topics)
+    producer = make_producer(config.kafka, "replay")
+    runner = IngestRunner(
+        [camera], producer, config.topics.frames.name, default_metrics(), lossless=True, sample_fps=args.fps
+    )
+    source = runner.workers[0].source
+    started = time.monotonic()
+    with _stop_on_signals(runner.stop_event):
+        runner.start()
+        while runner.running() and not runner.stop_event.is_set():
+            runner.wait(timeout=1.0)
+            _progress(runner, source, started)
+    stats = runner.stop()[0]
+    producer.close(timeout=10)
+    _progress(runner, source, started)
+    print(file=sys.stderr)
+    print(stats.line())
+    if stats.state == "failed":
+        return 2
+    return 1 if stats.delivery_failures else 0
+
+
+def _progress(runner: IngestRunner, source: Any, started: float) -> None:
+    stats = runner.stats()[0]
+    total = getattr(source, "total_frames", None)
+    elapsed = max(1e-6, time.monotonic() - started)
+    of = f"/{total}" if total and not getattr(source, "loop", False) else ""
+    sys.stderr.write(
+        f"\r{stats.camera_id}: read {stats.read}{of} frames, published {stats.published}, "
+        f"{stats.read / elapsed:.1f} fps, {elapsed:.1f}s   "
+    )
+    sys.stderr.flush()

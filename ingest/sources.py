@@ -1,0 +1,335 @@
+"""Frame sources: live RTSP streams, recorded video files and image folders.
+
+Every source has the same small interface (`FrameSource`): `open()`, `read()` and `close()`.
+`read()` returns a `CapturedFrame`, `None` at the end of a recording, and raises `SourceError`
+when a live stream is gone (the camera worker then reopens it with backoff).
+
+OpenCV/FFmpeg facts this module is built around (opencv-python 4.9+/5.x):
+
+* Open and read timeouts only work when passed to the `VideoCapture` constructor; `set()`
+  after opening is ignored. A read that times out returns False.
+* When the server dies, `read()` returns False but `isOpened()` stays True: a failed read is
+  the only reliable "stream gone" signal, and the only cure is `release()` + a fresh open.
+* FFmpeg demuxer options (RTSP transport, low-latency flags) can only be given through the
+  process-global environment variable ``OPENCV_FFMPEG_CAPTURE_OPTIONS``, read during open.
+  `_CaptureOptionsGate` sets it just before each open and lets cameras with the *same* options
+  open concurrently while cameras with different options (tcp vs udp) wait for each other.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from vigil.errors import SourceError
+from vigil.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True, eq=False)
+class CapturedFrame:
+    """One decoded frame. `media_ns` is its position in the stream (replay: frame_index / true
+    fps; RTSP: FFmpeg's presentation time), `frame_index` the source's 0-based frame number,
+    `capture_ns` the wall clock (time.time_ns) when it was read."""
+
+    image: np.ndarray
+    media_ns: int
+    frame_index: int
+    capture_ns: int
+
+
+class FrameSource(Protocol):
+    kind: str  # "rtsp" or "replay": the FrameMeta.source header
+    name: str  # printable (redacted) name for logs and errors
+
+    def open(self) -> None: ...
+    def read(self) -> CapturedFrame | None: ...
+    def close(self) -> None: ...
+
+
+def ffmpeg_capture_options(transport: str) -> str:
+    """FFmpeg options for a live RTSP open: the transport, and no input buffering so a frame is
+    handed over as soon as it is decoded (latency instead of smoothness, which is what detection
+    wants). `|` separates options, `;` key and value (OpenCV's format)."""
+    return f"rtsp_transport;{transport}|fflags;nobuffer|flags;low_delay"
+
+
+class _CaptureOptionsGate:
+    """Serialises the process-global FFmpeg options variable around opens.
+
+    Any number of opens with the same options may run together; an open that needs other
+    options waits until they finish. The previous value (e.g. one the operator exported) is
+    restored when the last open leaves, so the process environment is only changed while opening.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: str | None = None
+        self._users = 0
+        self._saved: str | None = None
+
+    @contextmanager
+    def holding(self, options: str) -> Iterator[None]:
+        with self._cond:
+            while self._users and self._value != options:
+                self._cond.wait()
+            if self._users == 0:
+                self._saved = os.environ.get(CAPTURE_OPTIONS_ENV)
+                os.environ[CAPTURE_OPTIONS_ENV] = options
+                self._value = options
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if self._users == 0:
+                    if self._saved is None:
+                        os.environ.pop(CAPTURE_OPTIONS_ENV, None)
+                    else:
+                        os.environ[CAPTURE_OPTIONS_ENV] = self._saved
+                    self._value = None
+                    self._cond.notify_all()
+
+
+CAPTURE_OPTIONS_GATE = _CaptureOptionsGate()
+
+
+class RtspSource:
+    """A live RTSP (or HTTP) stream read with OpenCV's FFmpeg backend.
+
+    `read()` raises `SourceError` when the stream is gone or frozen (no frame within
+    `read_timeout_s`); the caller releases it and opens again. Nothing here retries: the
+    reconnect policy lives in the camera worker so it can be tested with a fake clock.
+    """
+
+    kind = "rtsp"
+
+    def __init__(
+        self,
+        url: str,
+        transport: str = "tcp",
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+    ) -> None:
+        self._url = url
+        self.name = redact_url(url)
+        self._transport = transport
+        self._open_timeout_ms = int(open_timeout_s * 1000)
+        self._read_timeout_ms = int(read_timeout_s * 1000)
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+        self._last_frame_mono: float | None = None
+
+    def open(self) -> None:
+        self.close()
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            self._open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            self._read_timeout_ms,
+        ]
+        started = time.monotonic()
+        with CAPTURE_OPTIONS_GATE.holding(ffmpeg_capture_options(self._transport)):
+            cap = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            elapsed = time.monotonic() - started
+            why = "timed out" if elapsed * 1000 >= self._open_timeout_ms * 0.9 else "was refused or failed"
+            raise SourceError(
+                f"could not open {self.name} over {self._transport.upper()}: the open {why} after {elapsed:.1f}s "
+                "(check the host and port are reachable, the stream path, and the user name and password)"
+            )
+        self._cap = cap
+        self._last_frame_mono = None
+
+    def read(self) -> CapturedFrame:
+        if self._cap is None:
+            raise SourceError(f"{self.name} is not open")
+        ok, image = self._cap.read()
+        now_ns = time.time_ns()
+        if not ok or image is None:
+            # isOpened() stays True after the server dies; a failed read is the signal.
+            raise SourceError(
+                f"no frame from {self.name} within {self._read_timeout_ms / 1000:.1f}s (stream ended or frozen)"
+            )
+        mono = time.monotonic()
+        gap, self._last_frame_mono = (mono - (self._last_frame_mono or mono)), mono
+        if gap * 1000 > self._read_timeout_ms:
+            # FFmpeg's read timeout fires per packet wait; a stream that trickles a stale
+            # buffered frame after freezing can hand one over late. A gap this long is a freeze.
+            raise SourceError(
+                f"{self.name} froze: {gap:.1f}s between frames (read timeout {self._read_timeout_ms / 1000:.1f}s)"
+            )
+        pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        frame = CapturedFrame(image=image, media_ns=int(pos_ms * 1e6), frame_index=self._index, capture_ns=now_ns)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def seqinfo_fps(path: Path) -> float | None:
+    """The true frame rate from a MOTChallenge ``seqinfo.ini`` next to a clip or inside/next to
+    an image folder; containers of converted footage often claim a wrong rate."""
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder / "seqinfo.ini", folder.parent / "seqinfo.ini"):
+        if candidate.is_file():
+            parser = configparser.ConfigParser()
+            try:
+                parser.read(candidate)
+                rate = parser.getfloat("Sequence", "frameRate", fallback=0.0)
+            except (configparser.Error, ValueError):
+                continue
+            if rate > 0:
+                return rate
+    return None
+
+
+class ReplaySource:
+    """A recording (anything FFmpeg reads, or a folder of image files sorted by name), replayed
+    as a camera: paced at the true frame rate (`realtime`) or as fast as the caller reads.
+
+    Frame numbers are the recording's own (0-based, counted from the file's first frame even
+    with `start_frame`), and `media_ns = frame_index * 1e9 / fps`, so evaluation can match ground
+    truth frame by frame. With `loop`, frame numbers restart at `start_frame` on every pass.
+    """
+
+    kind = "replay"
+
+    def __init__(
+        self,
+        path: str,
+        source_fps: float | None = None,
+        realtime: bool = True,
+        loop: bool = False,
+        start_frame: int = 0,
+        end_frame: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._path = Path(path)
+        self.name = redact_url(path)
+        self._source_fps = source_fps
+        self.realtime = realtime
+        self.loop = loop
+        self.start_frame = start_frame
+        self.end_frame = end_frame
+        self._clock = clock
+        self._sleep = sleep
+        self.fps = 0.0
+        self.total_frames: int | None = None  # frames one pass publishes, if known
+        self._cap: cv2.VideoCapture | None = None
+        self._images: list[Path] = []
+        self._next = 0
+        self._pass_start: float | None = None
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.close()
+        if self._path.is_dir():
+            self._images = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._images:
+                raise SourceError(f"image folder {self.name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            container_fps = None
+            count: int | None = len(self._images)
+        elif self._path.is_file():
+            cap = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
+            if not cap.isOpened():
+                cap.release()
+                raise SourceError(f"FFmpeg cannot read {self.name}: not a video file it knows")
+            self._cap = cap
+            container_fps = cap.get(cv2.CAP_PROP_FPS) or None
+            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            count = frames if frames > 0 else None
+        else:
+            raise SourceError(f"recording {self.name} does not exist (give a video file or an image folder)")
+        fps = self._source_fps or seqinfo_fps(self._path) or container_fps
+        if not fps or fps <= 0:
+            fps = 25.0
+            log.warning("%s: frame rate unknown, assuming 25 fps (set replay.source_fps)", self.name)
+        self.fps = float(fps)
+        if count is not None:
+            end = min(count, self.end_frame) if self.end_frame is not None else count
+            self.total_frames = max(0, end - self.start_frame)
+            if self.start_frame >= count:
+                raise SourceError(f"start_frame {self.start_frame} is past the end of {self.name} ({count} frames)")
+        self._rewind()
+
+    def _rewind(self) -> None:
+        self._next = self.start_frame
+        self._pass_start = None
+        if self._cap is not None:
+            if self._cap.get(cv2.CAP_PROP_POS_FRAMES) > 0:
+                self._cap.release()
+                self._cap = cv2.VideoCapture(str(self._path), cv2.CAP_FFMPEG)
+            # grab() instead of seeking: frame-exact on every container, decode cost only once.
+            for _ in range(self.start_frame):
+                if not self._cap.grab():
+                    break
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _decode_next(self) -> np.ndarray | None:
+        if self.end_frame is not None and self._next >= self.end_frame:
+            return None
+        if self._cap is not None:
+            ok, image = self._cap.read()
+            return image if ok else None
+        if self._next >= len(self._images):
+            return None
+        decoded = cv2.imread(str(self._images[self._next]), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise SourceError(f"cannot decode image {self._images[self._next].name} in {self.name}")
+        return np.asarray(decoded)
+
+    def read(self) -> CapturedFrame | None:
+        image = self._decode_next()
+        if image is None:
+            if not self.loop or self._next == self.start_frame:
+                return None
+            self._rewind()
+            image = self._decode_next()
+            if image is None:
+                return None
+        index = self._next
+        self._next += 1
+        offset_s = (index - self.start_frame) / self.fps
+        if self.realtime:
+            now = self._clock()
+            if self._pass_start is None:
+                self._pass_start = now
+            delay = self._pass_start + offset_s - now
+            if delay > 0:
+                self._sleep(delay)
+        return CapturedFrame(
+            image=image,
+            media_ns=round(index * 1e9 / self.fps),
+            frame_index=index,
+            capture_ns=time.time_ns(),
+        )
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._images = []
