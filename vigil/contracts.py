@@ -387,9 +387,13 @@ class AlertRecord:
     latency_ms: float
     snapshot: str | None = None
     snapshot_kind: Literal["none", "base64_jpeg", "frame_ref"] = "none"
+    # Numbers the `updated` events of one alert (1, 2, ...), so each has its own webhook id.
+    update_seq: int = 0
 
     @property
     def webhook_id(self) -> str:
+        if self.event == "updated":
+            return f"{self.alert_id}.updated.{self.update_seq}"
         return f"{self.alert_id}.{self.event}"
 
     def to_json(self) -> dict[str, Any]:
@@ -410,6 +414,7 @@ class AlertRecord:
             "frame": self.frame.to_json(),
             "latency_ms": round(self.latency_ms, 3),
             "snapshot": {"kind": self.snapshot_kind, "data": self.snapshot},
+            "update_seq": self.update_seq,
         }
 
     def to_bytes(self) -> bytes:
@@ -429,6 +434,9 @@ class AlertRecord:
         if kind not in ("none", "base64_jpeg", "frame_ref"):
             raise ContractError(f"field 'snapshot.kind' must be none, base64_jpeg or frame_ref, got {kind!r}")
         zone = obj.get("zone")
+        update_seq = obj.get("update_seq", 0)
+        if isinstance(update_seq, bool) or not isinstance(update_seq, int) or update_seq < 0:
+            raise ContractError("field 'update_seq' must be a non-negative integer")
         return cls(
             alert_id=_get(obj, "id", str),
             event=event,  # checked above
@@ -446,6 +454,7 @@ class AlertRecord:
             latency_ms=float(_get(obj, "latency_ms", (int, float))),
             snapshot=snapshot.get("data") if isinstance(snapshot.get("data"), str) else None,
             snapshot_kind=kind,
+            update_seq=update_seq,
         )
 
 
