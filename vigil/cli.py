@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Video-surveillance object detection over Kafka.")
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
     parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /metrics, /healthz, /readyz on this port (default: the first free one from metrics.port)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # -- config ------------------------------------------------------------------------------------

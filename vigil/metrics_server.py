@@ -147,3 +147,28 @@ class MetricsServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def serve_process_metrics(
+    config: MetricsConfig, health: Health, port: int | None = None, attempts: int = 16
+) -> MetricsServer:
+    """Start the endpoints for one vigil process and return the running server.
+
+    `port` (from `vigil --metrics-port`) pins the port, as a supervisor such as `vigil up` does.
+    Otherwise the first free port from `metrics.port` is taken, so several workers started by hand
+    on one host do not collide; the chosen URL is logged."""
+    if port is not None:
+        server = MetricsServer(config.model_copy(update={"port": port}), health)
+        server.start()
+        return server
+    last_error: ConfigError | None = None
+    for offset in range(1 if config.port == 0 else attempts):
+        server = MetricsServer(config, health, port_offset=offset)
+        try:
+            server.start()
+        except ConfigError as exc:
+            last_error = exc
+            continue
+        return server
+    assert last_error is not None
+    raise last_error

@@ -1,0 +1,185 @@
+"""The aggregator: the detections topic's consumer group in, alert events on the alerts topic out.
+
+Commit protocol (what makes restarts safe):
+
+1. poll a batch of detections records; run each through `AlertEngine` (tracking, zones, rules);
+2. publish the resulting alert events, then `flush()` and check every send;
+3. only then commit the detections offsets.
+
+So an alert is never lost: a crash before 3 re-consumes the batch. It is also never fired twice:
+on every partition assignment (start, restart, rebalance) the aggregator reads back the recent
+tail of the alerts topic and hands it to the engine as claims (see `alerts.rules`), so an object
+whose alert is open keeps its alert id instead of starting a new one; repeats that still slip
+through (same input, same deterministic id) are dropped by the deliverers by webhook id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+
+from alerts import metrics
+from alerts.engine import AlertEngine
+from alerts.snapshot import SnapshotFetcher
+from vigil.config import VigilConfig
+from vigil.contracts import AlertRecord, DetectionsRecord, KafkaRecord
+from vigil.errors import ContractError, VigilError
+from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+
+class AggregatorError(VigilError):
+    """The aggregator could not publish its alerts; it stops without committing, so nothing is lost."""
+
+
+def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None = None) -> list[AlertRecord]:
+    """Every alert event published in the last `lookback_s` seconds (broker time), oldest first."""
+    topic = config.topics.alerts.name
+    consumer = make_consumer(config.kafka, "alerts-restore", None, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        since = (int(time.time() * 1000) if now_ms is None else now_ms) - int(lookback_s * 1000)
+        starts = consumer.offsets_for_times({tp: since for tp in tps})
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        records: list[AlertRecord] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AggregatorError(f"reading back the alerts topic {topic} took over 60 s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    try:
+                        records.append(AlertRecord.from_bytes(record.value))
+                    except ContractError:
+                        continue  # a malformed alert is the deliverers' to dead-letter; it claims nothing
+        records.sort(key=lambda r: (r.last_seen_ns, r.event != "started"))
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python runs these on its IO thread, where no blocking consumer call is allowed: only
+    note the assignment; the poll loop restores before it processes the first record. Nothing is
+    needed on revocation because the loop commits after every batch."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.aggregator.assigned = list(assigned)
+
+
+class Aggregator:
+    """Runs the engine on the detections topic until `stop` is set."""
+
+    def __init__(self, config: VigilConfig, stop: threading.Event, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.stop = stop
+        self.clock = clock
+        self.engine = AlertEngine.from_config(config)
+        self.lookback_s = config.alerts.restore_lookback_s
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._dead: DeadLetterPublisher | None = None
+        self._pending: list[Any] = []
+        self._snapshots: SnapshotFetcher | None = None
+        self.published = 0
+        self.assigned: list[Any] | None = None
+
+    def run(self) -> None:
+        cfg = self.config
+        self._producer = make_producer(cfg.kafka, "alerts")
+        self._dead = DeadLetterPublisher(self._producer, cfg.topics.dead_letter.name, "alerts")
+        self._consumer = make_consumer(cfg.kafka, "alerts", cfg.alerts.group_id)
+        self._consumer.subscribe([cfg.topics.detections.name], listener=_Rebalance(self))
+        if cfg.alerts.snapshot == "base64_jpeg":
+            self._snapshots = SnapshotFetcher(cfg)
+        log.info("aggregator: consuming %s as group %s", cfg.topics.detections.name, cfg.alerts.group_id)
+        try:
+            while not self.stop.is_set():
+                batch = self._consumer.poll(timeout_ms=500)
+                if self.assigned is not None:
+                    self.restore(self.assigned)
+                    self.assigned = None
+                for records in batch.values():
+                    for record in records:
+                        self.handle(record)
+                if batch:
+                    self.checkpoint()
+        finally:
+            try:
+                self.checkpoint()
+            finally:
+                self._consumer.close(autocommit=False)
+                self._producer.close(timeout=10)
+                if self._snapshots is not None:
+                    self._snapshots.close()
+
+    def handle(self, record: KafkaRecord) -> None:
+        try:
+            detections = DetectionsRecord.from_bytes(record.value)
+        except ContractError as exc:
+            metrics.RECORDS.labels("malformed").inc()
+            assert self._dead is not None
+            self._pending.append(self._dead.publish(record, f"malformed detections record: {exc}"))
+            return
+        before = self.engine.counters.duplicates
+        limited = sum(p.rules.counters.rate_limited for p in self.engine.pipelines.values())
+        alerts = self.engine.process(detections, self.clock())
+        metrics.RECORDS.labels("duplicate" if self.engine.counters.duplicates > before else "ok").inc()
+        now_limited = sum(p.rules.counters.rate_limited for p in self.engine.pipelines.values())
+        if now_limited > limited:
+            metrics.RATE_LIMITED.inc(now_limited - limited)
+        for alert in alerts:
+            self.publish(alert)
+
+    def publish(self, alert: AlertRecord) -> None:
+        if self._snapshots is not None:
+            alert = self._snapshots.attach(alert)
+        future = self._producer.send(
+            self.config.topics.alerts.name, key=alert.camera_id.encode(), value=alert.to_bytes()
+        )
+        self._pending.append(future)
+        metrics.ALERTS.labels(alert.event).inc()
+        self.published += 1
+        log.info(
+            "alert %s %s camera=%s rule=%s track=%d", alert.webhook_id, alert.event, alert.camera_id,
+            alert.rule, alert.track_id,
+        )  # fmt: skip
+
+    def checkpoint(self) -> None:
+        """Wait until every alert and dead letter so far is acknowledged, then commit detections."""
+        if self._producer is None or self._consumer is None:
+            return
+        self._producer.flush(timeout=30)
+        pending, self._pending = self._pending, []
+        for future in pending:
+            try:
+                future.get(timeout=30)
+            except KafkaError as exc:
+                raise AggregatorError(f"publishing alerts failed ({exc}); not committing, restart to retry") from exc
+        if self._consumer.assignment():
+            self._consumer.commit()
+        metrics.OPEN_TRACKS.set(sum(len(p.tracker.confirmed) for p in self.engine.pipelines.values()))
+
+    def restore(self, assigned: Any) -> None:
+        tail = read_alert_tail(self.config, self.lookback_s)
+        self.engine.restore(tail)
+        log.info("aggregator: assigned %d partition(s); %d recent alert events read back", len(assigned), len(tail))

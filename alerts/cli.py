@@ -1,0 +1,81 @@
+"""`vigil alerts`: the aggregator plus one delivery thread per webhook endpoint, in one process."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from alerts.aggregator import Aggregator
+from alerts.webhooks import EndpointDeliverer
+from vigil.errors import VigilError
+from vigil.kafka import ensure_topics
+from vigil.settings import resolve_config
+
+log = logging.getLogger("alerts")
+
+
+def new_secret(nbytes: int = 32) -> str:
+    """A Standard Webhooks signing secret: 'whsec_' + base64 of `nbytes` random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(nbytes)).decode()
+
+
+def _guard(name: str, target: Callable[[], None], stop: threading.Event, failures: list[str]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            target()
+        except VigilError as exc:
+            failures.append(f"{name}: {exc}")
+            log.error("%s stopped: %s", name, exc)
+            stop.set()
+
+    return run
+
+
+def alerts_main(args: argparse.Namespace) -> int:
+    if getattr(args, "new_secret", False):
+        print(new_secret())
+        return 0
+    config = resolve_config(args.config, getattr(args, "log_level", None))
+    ensure_topics(config.kafka, config.topics)
+    if config.metrics.enabled:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(config.metrics.port, addr=config.metrics.host)
+        except OSError as exc:
+            log.warning("metrics server not started on %s:%d: %s", config.metrics.host, config.metrics.port, exc)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    failures: list[str] = []
+    threads = [
+        threading.Thread(
+            target=_guard(f"webhook {hook.name}", EndpointDeliverer(config, hook, stop).run, stop, failures),
+            name=f"webhook-{hook.name}",
+            daemon=True,
+        )
+        for hook in config.alerts.webhooks
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("alerts: %d rule(s), %d webhook endpoint(s)", len(config.alerts.rules), len(threads))
+    aggregator = Aggregator(config, stop)
+    _guard("aggregator", aggregator.run, stop, failures)()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    log.info("alerts: stopped (%d alert events published)", aggregator.published)
+    return 1 if failures else 0

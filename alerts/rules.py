@@ -1,0 +1,371 @@
+"""Alert rules: a per (camera, rule, track) state machine. Pure logic: every time is injected.
+
+Lifecycle of one (rule, track):
+
+    pending --(min_frames consecutive frames and min_dwell_s in the zone)--> active: `started`
+    active  --(every update_every_s of capture time, if set)---------------> active: `updated`
+    active  --(out of the zone, or lost, for end_after_s)------------------> cooldown: `ended`
+    cooldown --(cooldown_s later)-------------------------------------------> pending
+
+All durations are measured in capture time (`capture_ns` of the frames), so a replayed recording
+alerts exactly as it did live. Leaving the zone briefly while active does not end the alert:
+that is what keeps a person walking behind a pillar from producing a burst of alerts.
+
+Alert ids are deterministic: a short hash of (camera, rule, capture_ns of the first frame that
+satisfied the rule, class and box of that detection). Track ids are not part of it because they
+restart with the aggregator; the same input therefore always yields the same ids.
+
+After a restart, `restore()` takes the recent alerts read back from the alerts topic as *claims*:
+a confirmed track that satisfies a rule near a claim's last box adopts it (same id, no new
+`started`; an ended claim puts the track in cooldown), and an open claim nobody adopts within
+end_after_s is ended. See docs/webhooks.md, "Exactly one alert per object".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from alerts.tracker import NS, box_iou
+from alerts.zones import PolygonZone
+from vigil.config import RuleConfig
+from vigil.contracts import AlertEvent, AlertRecord, FrameRef
+from vigil.detections import Detections
+
+Phase = Literal["pending", "active", "cooldown"]
+SnapshotKind = Literal["none", "base64_jpeg", "frame_ref"]
+
+
+def alert_id(camera_id: str, rule: str, start_ns: int, class_name: str, box: tuple[float, ...]) -> str:
+    """Deterministic id of one alert: identical input gives the identical id after any restart."""
+    rounded = ",".join(f"{v:.0f}" for v in box)
+    digest = hashlib.sha256(f"{camera_id}|{rule}|{start_ns}|{class_name}|{rounded}".encode()).hexdigest()
+    return f"al_{digest[:20]}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the rule engine needs to know about the frame being processed."""
+
+    camera_id: str
+    capture_ns: int
+    ref: FrameRef
+    width: int
+    height: int
+
+
+@dataclass
+class RuleState:
+    phase: Phase = "pending"
+    run_frames: int = 0
+    run_start_ns: int = 0
+    last_in_ns: int = 0
+    alert_id: str = ""
+    started_ns: int = 0
+    class_name: str = ""
+    class_id: int = 0
+    best_confidence: float = 0.0
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    ref: FrameRef | None = None
+    update_seq: int = 0
+    cooldown_until_ns: int = 0
+    silent: bool = False  # rate-limited: the alert runs its course but emits nothing
+
+
+@dataclass
+class Claim:
+    """An alert read back from the alerts topic after a restart, waiting to be re-attached."""
+
+    record: AlertRecord
+    ended: bool
+
+
+@dataclass
+class RuleCounters:
+    rate_limited: int = 0
+    adopted: int = 0
+
+
+class CompiledRule:
+    """A `RuleConfig` bound to one camera's zone."""
+
+    def __init__(self, config: RuleConfig, zone: PolygonZone | None) -> None:
+        self.config = config
+        self.zone = zone
+        self.classes = frozenset(config.classes)
+
+    def satisfied(self, dets: Detections, frame: Frame) -> np.ndarray:
+        names = dets.data.get("class_name")
+        if names is None:
+            return np.zeros(len(dets), bool)
+        mask = np.isin(names, list(self.classes)) & (dets.confidence >= self.config.min_confidence)
+        if self.zone is not None and mask.any():
+            mask &= self.zone.trigger(dets, (frame.width, frame.height))
+        result: np.ndarray = mask
+        return result
+
+
+class CameraRules:
+    """Every rule of one camera. `process(tracked, frame, now_ns) -> [AlertRecord]`."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        rules: list[CompiledRule],
+        rate_limit_per_minute: int,
+        snapshot: SnapshotKind = "frame_ref",
+    ) -> None:
+        self.camera_id = camera_id
+        self.rules = rules
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.snapshot: SnapshotKind = snapshot
+        self.states: dict[tuple[str, int], RuleState] = {}
+        self.claims: dict[str, list[Claim]] = {}
+        self.counters = RuleCounters()
+        self._started: deque[int] = deque()
+        # Capture time of the first frame after a restore: the alerts topic only knows when an open
+        # alert was last *reported*, not last seen, so open claims get end_after_s from here.
+        self._resume_ns: int | None = None
+
+    # ------------------------------------------------------------------------------------ restore
+
+    def restore(self, records: list[AlertRecord]) -> None:
+        """Claims from the alerts topic tail: the latest event per alert id of this camera."""
+        latest: dict[str, AlertRecord] = {}
+        for record in records:
+            if record.camera_id == self.camera_id:
+                latest[record.alert_id] = record
+        self.claims = {}
+        self._resume_ns = None
+        for record in latest.values():
+            self.claims.setdefault(record.rule, []).append(Claim(record, ended=record.event == "ended"))
+
+    def _adopt(self, rule: CompiledRule, dets: Detections, row: int, t_ns: int) -> RuleState | None:
+        """Re-attach a restored alert to a track that satisfies its rule while the alert can still
+        be live: an open claim until end_after_s past its last sighting (the object is assumed to
+        still be there), an ended claim only for frames up to its end (the replayed past). Among
+        several, the best-overlapping (then nearest) box of the same class wins."""
+        claims = self.claims.get(rule.config.name)
+        if not claims:
+            return None
+        cfg = rule.config
+        class_name = str(dets.data["class_name"][row])
+        window = int(cfg.end_after_s * NS)
+        candidates = [
+            i for i, c in enumerate(claims) if c.record.class_name == class_name and t_ns < self._claim_seen(c) + window
+        ]
+        if not candidates:
+            return None
+        box = dets.xyxy[row : row + 1]
+        boxes = np.asarray([claims[i].record.box for i in candidates], np.float32)
+        iou = box_iou(box, boxes)[0]
+        centre = (box[0, :2] + box[0, 2:]) / 2
+        distance = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1)
+        best = candidates[int(np.lexsort((distance, -iou))[0])]
+        claim = claims.pop(best)
+        r = claim.record
+        cfg = rule.config
+        self.counters.adopted += 1
+        state = RuleState(
+            alert_id=r.alert_id,
+            started_ns=r.first_seen_ns,
+            class_name=r.class_name,
+            class_id=r.class_id,
+            best_confidence=r.confidence,
+            box=r.box,
+            ref=r.frame,
+            last_in_ns=max(t_ns, r.last_seen_ns),
+            update_seq=r.update_seq,
+        )
+        if claim.ended:
+            state.phase = "cooldown"
+            state.cooldown_until_ns = r.last_seen_ns + int((cfg.end_after_s + cfg.cooldown_s) * NS)
+        else:
+            state.phase = "active"
+        return state
+
+    # ------------------------------------------------------------------------------------ per frame
+
+    def process(self, tracked: Detections, frame: Frame, now_ns: int) -> list[AlertRecord]:
+        """Advance every rule by one frame of confirmed, tracked detections."""
+        out: list[AlertRecord] = []
+        t = frame.capture_ns
+        if self._resume_ns is None and self.claims:
+            self._resume_ns = t
+        ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, np.int64)
+        for rule in self.rules:
+            name = rule.config.name
+            mask = rule.satisfied(tracked, frame)
+            seen: set[int] = set()
+            for row in np.flatnonzero(mask):
+                tid = int(ids[row])
+                seen.add(tid)
+                key = (name, tid)
+                state = self.states.get(key)
+                if state is None or (state.phase == "pending" and state.run_frames == 0):
+                    adopted = self._adopt(rule, tracked, int(row), t)
+                    if adopted is not None:
+                        state = adopted
+                        self.states[key] = state
+                        continue
+                if state is None:
+                    state = self.states[key] = RuleState()
+                self._inside(rule, state, tracked, int(row), frame, now_ns, out)
+            for (rule_name, tid), state in list(self.states.items()):
+                if rule_name == name and tid not in seen:
+                    self._outside(rule, (rule_name, tid), state, frame, now_ns, out)
+            self._expire_claims(rule, frame, now_ns, out)
+        return out
+
+    def _inside(
+        self,
+        rule: CompiledRule,
+        state: RuleState,
+        dets: Detections,
+        row: int,
+        frame: Frame,
+        now_ns: int,
+        out: list[AlertRecord],
+    ) -> None:
+        cfg = rule.config
+        t = frame.capture_ns
+        box = tuple(float(v) for v in dets.xyxy[row])
+        confidence = float(dets.confidence[row])
+        if state.phase == "cooldown":
+            if t < state.cooldown_until_ns:
+                return
+            state.phase, state.run_frames = "pending", 0
+        if state.phase == "pending":
+            if state.run_frames == 0:
+                state.run_start_ns = t
+            state.run_frames += 1
+            state.last_in_ns = t
+            if state.run_frames < cfg.min_frames or (t - state.run_start_ns) < cfg.min_dwell_s * NS:
+                return
+            class_name = str(dets.data["class_name"][row])
+            state.phase = "active"
+            state.started_ns = t
+            state.class_name, state.class_id = class_name, int(dets.class_id[row])
+            state.best_confidence, state.box, state.ref = confidence, box, frame.ref  # type: ignore[assignment]
+            state.update_seq = 0
+            state.alert_id = alert_id(self.camera_id, cfg.name, t, class_name, box)
+            state.silent = not self._allow_start(t)
+            if not state.silent:
+                out.append(self._record(rule, state, "started", frame, now_ns))
+            return
+        # active
+        state.last_in_ns = t
+        state.box, state.ref = box, frame.ref  # type: ignore[assignment]
+        state.best_confidence = max(state.best_confidence, confidence)
+        if cfg.update_every_s is not None:
+            seq = int((t - state.started_ns) // int(cfg.update_every_s * NS))
+            if seq > state.update_seq:
+                state.update_seq = seq
+                if not state.silent:
+                    out.append(self._record(rule, state, "updated", frame, now_ns))
+
+    def _outside(
+        self,
+        rule: CompiledRule,
+        key: tuple[str, int],
+        state: RuleState,
+        frame: Frame,
+        now_ns: int,
+        out: list[AlertRecord],
+    ) -> None:
+        cfg = rule.config
+        t = frame.capture_ns
+        if state.phase == "pending":
+            # Consecutive frames only: leaving the zone (or a missed frame) restarts the count.
+            del self.states[key]
+        elif state.phase == "active":
+            if t - state.last_in_ns >= cfg.end_after_s * NS:
+                state.phase = "cooldown"
+                state.cooldown_until_ns = t + int(cfg.cooldown_s * NS)
+                if not state.silent:
+                    out.append(self._record(rule, state, "ended", frame, now_ns))
+        elif t >= state.cooldown_until_ns:
+            del self.states[key]
+
+    def _claim_seen(self, claim: Claim) -> int:
+        if claim.ended or self._resume_ns is None:
+            return claim.record.last_seen_ns
+        return max(claim.record.last_seen_ns, self._resume_ns)
+
+    def _expire_claims(self, rule: CompiledRule, frame: Frame, now_ns: int, out: list[AlertRecord]) -> None:
+        """An open claim nobody adopted within end_after_s ends as its track would have."""
+        claims = self.claims.get(rule.config.name)
+        if not claims:
+            return
+        cfg = rule.config
+        t = frame.capture_ns
+        keep: list[Claim] = []
+        for claim in claims:
+            r = claim.record
+            if claim.ended:
+                if t < r.last_seen_ns + int((cfg.end_after_s + cfg.cooldown_s) * NS):
+                    keep.append(claim)
+            elif t - self._claim_seen(claim) >= cfg.end_after_s * NS:
+                state = RuleState(
+                    phase="cooldown",
+                    alert_id=r.alert_id,
+                    started_ns=r.first_seen_ns,
+                    class_name=r.class_name,
+                    class_id=r.class_id,
+                    best_confidence=r.confidence,
+                    box=r.box,
+                    ref=r.frame,
+                    last_in_ns=r.last_seen_ns,
+                    update_seq=r.update_seq,
+                )
+                out.append(self._record(rule, state, "ended", frame, now_ns, track_id=r.track_id))
+            else:
+                keep.append(claim)
+        self.claims[rule.config.name] = keep
+
+    def _allow_start(self, t_ns: int) -> bool:
+        """Sliding one-minute window of capture time, per camera."""
+        while self._started and t_ns - self._started[0] >= 60 * NS:
+            self._started.popleft()
+        if len(self._started) >= self.rate_limit_per_minute:
+            self.counters.rate_limited += 1
+            return False
+        self._started.append(t_ns)
+        return True
+
+    def _record(
+        self,
+        rule: CompiledRule,
+        state: RuleState,
+        event: AlertEvent,
+        frame: Frame,
+        now_ns: int,
+        track_id: int | None = None,
+    ) -> AlertRecord:
+        if track_id is None:
+            track_id = next((tid for (name, tid), s in self.states.items() if s is state), -1)
+        ref = state.ref or frame.ref
+        return AlertRecord(
+            alert_id=state.alert_id,
+            event=event,
+            camera_id=self.camera_id,
+            rule=rule.config.name,
+            zone=rule.config.zone,
+            class_name=state.class_name,
+            class_id=state.class_id,
+            track_id=track_id,
+            # Rounded as the JSON carries them, so a record equals its own round trip.
+            confidence=round(state.best_confidence, 5),
+            box=(round(state.box[0], 2), round(state.box[1], 2), round(state.box[2], 2), round(state.box[3], 2)),
+            first_seen_ns=state.started_ns,
+            last_seen_ns=state.last_in_ns,
+            frame=ref,
+            latency_ms=max(0.0, (now_ns - frame.capture_ns) / 1e6),
+            snapshot=f"{ref.topic}/{ref.partition}/{ref.offset}" if self.snapshot == "frame_ref" else None,
+            snapshot_kind=self.snapshot,
+            update_seq=state.update_seq if event == "updated" else 0,
+        )

@@ -1,0 +1,287 @@
+"""Standard Webhooks 1.0 delivery: signing, retry policy, and one durable deliverer per endpoint.
+
+Each endpoint is its own consumer group on the alerts topic. A record's offset is committed only
+after the endpoint answered 2xx (or the record was dead-lettered), so a crash resends exactly what
+was not acknowledged, with the same `webhook-id`. One thread per endpoint: a slow or dead receiver
+delays nobody but itself, and the aggregator never waits on HTTP.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka.structs import OffsetAndMetadata
+from standardwebhooks.webhooks import Webhook
+
+from alerts import metrics
+from vigil import __version__
+from vigil.config import VigilConfig, WebhookConfig
+from vigil.contracts import AlertRecord, KafkaRecord
+from vigil.errors import ContractError
+from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
+from vigil.redact import redact_url
+
+log = logging.getLogger(__name__)
+RETRYABLE_STATUS = frozenset({408, 429})
+BODY_HEAD = 512
+SEEN_IDS = 50_000
+
+
+class Signer:
+    """Signs with every configured secret (two during rotation), using the `standardwebhooks`
+    reference implementation so any Standard Webhooks library verifies the result."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ContractError("a webhook endpoint needs at least one whsec_ secret")
+        self._hooks = [Webhook(secret) for secret in secrets]
+
+    def headers(self, msg_id: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+        ts = int(time.time()) if timestamp is None else timestamp
+        when = datetime.fromtimestamp(ts, tz=UTC)
+        signature = " ".join(hook.sign(msg_id, when, body) for hook in self._hooks)
+        return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Outcome of one HTTP attempt; `status` is None when no response came (refused, timeout)."""
+
+    status: int | None
+    body_head: bytes = b""
+    error: str = ""
+    retry_after: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        if self.status is None:
+            return self.error
+        head = self.body_head.decode("utf-8", "replace")
+        return f"HTTP {self.status}: {head}" if head else f"HTTP {self.status}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Which outcomes are retried, and after how long: capped exponential backoff with full jitter
+    (so endpoints recovering from an outage are not hit by every sender at once)."""
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
+    give_up_after_s: float | None = None
+    max_retry_after_s: float = 3600.0
+
+    @classmethod
+    def of(cls, hook: WebhookConfig) -> DeliveryPolicy:
+        return cls(hook.initial_backoff_s, hook.max_backoff_s, hook.give_up_after_s)
+
+    @staticmethod
+    def retryable(attempt: Attempt) -> bool:
+        status = attempt.status
+        return status is None or status >= 500 or status in RETRYABLE_STATUS
+
+    def delay(self, failures: int, attempt: Attempt, rng: random.Random | None = None) -> float:
+        """Seconds before the next try after `failures` consecutive failures (1-based)."""
+        if attempt.status in RETRYABLE_STATUS:
+            honoured = parse_retry_after(attempt.retry_after)
+            if honoured is not None:
+                return min(honoured, self.max_retry_after_s)
+        cap = min(self.max_backoff_s, self.initial_backoff_s * float(2 ** min(failures - 1, 30)))
+        jitter: float = (rng or random).uniform(0, cap / 2)
+        return cap / 2 + jitter
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("content-type", "application/json")
+    request.add_header("user-agent", f"vigil/{__version__}")
+    for name, value in headers.items():
+        request.add_header(name, value)
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            head = response.read(BODY_HEAD)
+            return Attempt(response.status, head, seconds=time.monotonic() - start)
+    except urllib.error.HTTPError as exc:
+        head = exc.read(BODY_HEAD) if exc.fp is not None else b""
+        return Attempt(exc.code, head, retry_after=exc.headers.get("Retry-After"), seconds=time.monotonic() - start)
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        # The exception text may embed the URL (and a token in it); keep only its type and reason.
+        return Attempt(None, error=f"{type(exc).__name__}: {redact_url(str(reason))}", seconds=time.monotonic() - start)
+
+
+class EndpointDeliverer:
+    """Consumes the alerts topic in the endpoint's own group and POSTs each wanted event until it
+    is acknowledged (2xx) or refused (other 4xx, dead-lettered with the response)."""
+
+    def __init__(
+        self,
+        config: VigilConfig,
+        hook: WebhookConfig,
+        stop: threading.Event,
+        sender: Callable[[str, bytes, dict[str, str], float], Attempt] = post,
+    ) -> None:
+        self.config = config
+        self.hook = hook
+        self.name = hook.name
+        self.group_id = f"{config.alerts.group_id}.webhook.{hook.name}"
+        self.policy = DeliveryPolicy.of(hook)
+        self.stop = stop
+        self._send = sender
+        self._url = hook.url.get_secret_value()
+        self._signer = Signer([s.get_secret_value() for s in hook.secrets])
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._consumer: Any = None
+        self.delivered = 0
+        self.dead_lettered = 0
+
+    def wants(self, alert: AlertRecord) -> bool:
+        return (not self.hook.rules or alert.rule in self.hook.rules) and alert.event in self.hook.events
+
+    # ---------------------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """Deliver until `stop` is set. Kafka being down is retried: durability lives in Kafka."""
+        log.info("webhook %s: delivering to %s as group %s", self.name, redact_url(self._url), self.group_id)
+        consumer = make_consumer(
+            self.config.kafka, f"webhook-{self.name}", self.group_id, [self.config.topics.alerts.name]
+        )
+        producer = make_producer(self.config.kafka, f"webhook-{self.name}-dlq")
+        dead = DeadLetterPublisher(producer, self.config.topics.dead_letter.name, f"alerts.webhook.{self.name}")
+        self._consumer = consumer
+        try:
+            while not self.stop.is_set():
+                batch = consumer.poll(timeout_ms=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        if self.stop.is_set() or tp not in consumer.assignment():
+                            break  # not committed: redelivered after restart or to the new owner
+                        if not self.handle(record, dead):
+                            consumer.seek(tp, record.offset)  # unsettled: poll it again
+                            break
+                        consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+        finally:
+            producer.flush(timeout=10)
+            producer.close(timeout=5)
+            consumer.close(autocommit=False)
+
+    def handle(self, record: KafkaRecord, dead: DeadLetterPublisher) -> bool:
+        """True when the record is settled (delivered, skipped or dead-lettered) and may be committed."""
+        try:
+            alert = AlertRecord.from_bytes(record.value)
+        except ContractError as exc:
+            return self._dead_letter(record, dead, f"malformed alert record: {exc}")
+        if not self.wants(alert):
+            return True
+        if alert.webhook_id in self._delivered:
+            metrics.DUPLICATES.labels(self.name).inc()
+            log.info("webhook %s: %s already delivered, skipped", self.name, alert.webhook_id)
+            return True
+        outcome = self.deliver(alert, record.value or b"")
+        if outcome is None:
+            return False  # stopping
+        if outcome.ok:
+            self._remember(alert.webhook_id)
+            return True
+        reason = f"endpoint {self.name} refused {alert.webhook_id}: {outcome.describe()}"
+        return self._dead_letter(record, dead, reason)
+
+    def deliver(self, alert: AlertRecord, body: bytes) -> Attempt | None:
+        """POST until 2xx, a permanent refusal, give_up_after_s, or stop (None)."""
+        text = body.decode("utf-8")
+        started = time.monotonic()
+        failures = 0
+        while not self.stop.is_set():
+            # A fresh timestamp each attempt: receivers reject stale ones (replay protection).
+            headers = self._signer.headers(alert.webhook_id, text)
+            attempt = self._send(self._url, body, headers, self.hook.timeout_s)
+            metrics.LATENCY.labels(self.name).observe(attempt.seconds)
+            if attempt.ok:
+                metrics.ATTEMPTS.labels(self.name, "2xx").inc()
+                metrics.DELIVERED.labels(self.name).inc()
+                metrics.END_TO_END.labels(self.name).observe(max(0.0, time.time() - alert.last_seen_ns / 1e9))
+                self.delivered += 1
+                log.debug("webhook %s: delivered %s (%s)", self.name, alert.webhook_id, attempt.status)
+                return attempt
+            outcome = "error" if attempt.status is None else f"{attempt.status // 100}xx"
+            metrics.ATTEMPTS.labels(self.name, outcome).inc()
+            if not self.policy.retryable(attempt):
+                return attempt
+            failures += 1
+            metrics.FAILURES.labels(self.name).inc()
+            wait = self.policy.delay(failures, attempt)
+            give_up = self.policy.give_up_after_s
+            if give_up is not None and time.monotonic() - started + wait > give_up:
+                return Attempt(
+                    attempt.status, attempt.body_head, f"gave up after {failures} attempts: {attempt.describe()}"
+                )
+            log.warning(
+                "webhook %s: %s attempt %d failed (%s); retrying in %.2fs",
+                self.name, alert.webhook_id, failures, attempt.describe(), wait,
+            )  # fmt: skip
+            self._wait(wait)
+        return None
+
+    def _wait(self, seconds: float) -> None:
+        """Back off while staying in the group: poll with every partition paused, which fetches
+        nothing but tells the coordinator this member is alive (max_poll_interval_ms)."""
+        deadline = time.monotonic() + seconds
+        consumer = self._consumer
+        if consumer is None:
+            self.stop.wait(seconds)
+            return
+        paused = list(consumer.assignment())
+        consumer.pause(*paused)
+        try:
+            while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                consumer.poll(timeout_ms=int(min(left, 0.5) * 1000) + 1)
+        finally:
+            consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
+
+    def _remember(self, webhook_id: str) -> None:
+        self._delivered[webhook_id] = None
+        if len(self._delivered) > SEEN_IDS:
+            self._delivered.popitem(last=False)
+
+    def _dead_letter(self, record: KafkaRecord, dead: DeadLetterPublisher, reason: str) -> bool:
+        try:
+            dead.publish(record, reason).get(timeout=30)
+        except KafkaError as exc:
+            log.error("webhook %s: dead-letter failed (%s); will retry the record", self.name, exc)
+            self.stop.wait(1.0)
+            return False
+        metrics.DEAD_LETTERS.labels(f"webhook.{self.name}").inc()
+        self.dead_lettered += 1
+        return True

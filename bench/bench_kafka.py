@@ -1,0 +1,227 @@
+"""Kafka round-trip throughput for frame-sized records through the real broker.
+
+Produces N records of --size bytes (50 KB: a 640x480 JPEG) with vigil's producer settings, then
+consumes them all with vigil's consumer settings, and compares against two baselines measured in
+the same process: kafka-python with its default settings on the same broker, and a raw loopback
+TCP copy of the same bytes (the ceiling any broker round trip on this machine stays under).
+Without --bootstrap it starts the embedded broker (EmbeddedBroker) on spare ports and reports its
+start time and memory.
+
+    .venv/bin/python bench/bench_kafka.py                      # embedded broker
+    .venv/bin/python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 --records 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from vigil.broker import EmbeddedBroker
+from vigil.config import EmbeddedBrokerConfig, KafkaConfig, TopicConfig
+from vigil.kafka import ensure_topics, make_admin, make_consumer, make_producer
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    produce_s: float
+    consume_s: float
+    records: int
+    size: int
+
+    @property
+    def mb(self) -> float:
+        return self.records * self.size / 1e6
+
+    @property
+    def round_trip_s(self) -> float:
+        return self.produce_s + self.consume_s
+
+    def rate(self, seconds: float) -> tuple[float, float]:
+        return self.mb / seconds, self.records / seconds
+
+
+def progress(label: str, done: int, total: int, started: float) -> None:
+    print(f"\r  {label}: {done}/{total} ({time.monotonic() - started:.1f}s)", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def loopback_copy_s(payload: bytes, records: int) -> float:
+    """Seconds to push the same bytes through a loopback TCP connection (no broker, no protocol)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    total = len(payload) * records
+    received = 0
+
+    def drain() -> None:
+        nonlocal received
+        conn, _ = server.accept()
+        with conn:
+            while received < total:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        for _ in range(records):
+            client.sendall(payload)
+    reader.join()
+    elapsed = time.monotonic() - started
+    server.close()
+    assert received == total, f"loopback copied {received} of {total} bytes"
+    return elapsed
+
+
+def produce_consume(
+    name: str,
+    payloads: list[bytes],
+    topic: str,
+    producer: KafkaProducer,
+    consumer_factory: Callable[[], KafkaConsumer],
+) -> Run:
+    total = len(payloads)
+    step = max(1, total // 10)
+    started = time.monotonic()
+    for index, payload in enumerate(payloads, 1):
+        producer.send(topic, key=f"cam-{index % 4}".encode(), value=payload)
+        if index % step == 0 or index == total:
+            progress(f"{name} produce", index, total, started)
+    producer.flush(timeout=120)
+    produce_s = time.monotonic() - started
+    producer.close()
+
+    started = time.monotonic()
+    consumer = consumer_factory()
+    got = 0
+    deadline = started + 180
+    while got < total and time.monotonic() < deadline:
+        before = got
+        for batch in consumer.poll(timeout_ms=500).values():
+            got += len(batch)
+        if got // step != before // step or got >= total:
+            progress(f"{name} consume", min(got, total), total, started)
+    consume_s = time.monotonic() - started
+    consumer.close()
+    if got < total:
+        raise SystemExit(f"{name}: consumed only {got} of {total} records within 180s")
+    return Run(name, produce_s, consume_s, total, len(payloads[0]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", help="host:port of a running broker (default: start the embedded one)")
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=50_000, help="record size in bytes (default 50 KB)")
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is reported")
+    args = parser.parse_args()
+
+    broker: EmbeddedBroker | None = None
+    state = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+        print(f"broker: {bootstrap} (given; start time and RSS not measured)")
+    else:
+        state = tempfile.TemporaryDirectory(prefix="vigil-bench-kafka-")
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            port, controller = a.getsockname()[1], b.getsockname()[1]
+        broker = EmbeddedBroker(
+            EmbeddedBrokerConfig(port=port, controller_port=controller, state_dir=state.name),
+            state_dir=Path(state.name),
+        )
+        broker.fetch()  # jar download (first use only) is not start time
+        started = time.monotonic()
+        bootstrap = broker.start(180)
+        start_s = time.monotonic() - started
+        rss = broker.status().rss_mb
+        print(f"broker: embedded Apache Kafka {broker.config.kafka_version} at {bootstrap}")
+        print(f"broker start (format + JVM + ready): {start_s:.1f}s, RSS after start: {rss:.0f} MB")
+
+    try:
+        return bench(args, bootstrap, broker)
+    finally:
+        if broker is not None:
+            broker.stop(30)
+        if state is not None:
+            state.cleanup()
+
+
+def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | None) -> int:
+    config = KafkaConfig(bootstrap_servers=[bootstrap])
+    payloads = [os.urandom(args.size) for _ in range(min(args.records, 64))]
+    payloads = [payloads[i % len(payloads)] for i in range(args.records)]
+    mb = args.records * args.size / 1e6
+    print(f"workload: {args.records} records x {args.size} B = {mb:.1f} MB, {args.partitions} partitions")
+
+    loop_s = min(loopback_copy_s(payloads[0], args.records) for _ in range(3))
+    print(f"loopback TCP copy: {mb / loop_s:.0f} MB/s")
+
+    best: dict[str, Run] = {}
+    topics: list[str] = []
+    for round_index in range(args.rounds):
+        for name in ("kafka-python defaults", "vigil settings"):
+            topic = f"bench-{uuid.uuid4().hex[:8]}"
+            topics.append(topic)
+            ensure_topics(config, [TopicConfig(name=topic, partitions=args.partitions)])
+            group = f"{topic}-group"
+            if name == "vigil settings":
+                producer = make_producer(config, "bench")
+
+                def consumer_factory(t: str = topic, g: str = group) -> KafkaConsumer:
+                    return make_consumer(config, "bench", g, [t])
+            else:
+                producer = KafkaProducer(bootstrap_servers=bootstrap)
+
+                def consumer_factory(t: str = topic, g: str = group) -> KafkaConsumer:
+                    return KafkaConsumer(t, bootstrap_servers=bootstrap, group_id=g, auto_offset_reset="earliest")
+
+            print(f"round {round_index + 1}/{args.rounds}: {name}", file=sys.stderr)
+            run = produce_consume(name, payloads, topic, producer, consumer_factory)
+            if name not in best or run.round_trip_s < best[name].round_trip_s:
+                best[name] = run
+
+    admin = make_admin(config)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+    base = best["kafka-python defaults"]
+    print()
+    print(f"{'settings':<24}{'produce MB/s':>14}{'consume MB/s':>14}{'round trip MB/s':>17}{'records/s':>11}"
+          f"{'vs defaults':>13}{'vs loopback':>13}")  # fmt: skip
+    for run in best.values():
+        produce_mb, _ = run.rate(run.produce_s)
+        consume_mb, _ = run.rate(run.consume_s)
+        trip_mb, trip_rec = run.rate(run.round_trip_s)
+        print(
+            f"{run.name:<24}{produce_mb:>14.1f}{consume_mb:>14.1f}{trip_mb:>17.1f}{trip_rec:>11.0f}"
+            f"{base.round_trip_s / run.round_trip_s:>12.2f}x{loop_s / run.round_trip_s:>12.3f}x"
+        )
+    if broker is not None:
+        status: Any = broker.status()
+        print(f"broker RSS after the benchmark: {status.rss_mb:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
