@@ -14,7 +14,9 @@ from types import FrameType
 from alerts.aggregator import Aggregator
 from alerts.webhooks import EndpointDeliverer
 from vigil.errors import VigilError
+from vigil.health import Health
 from vigil.kafka import ensure_topics
+from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
 
 log = logging.getLogger("alerts")
@@ -42,14 +44,11 @@ def alerts_main(args: argparse.Namespace) -> int:
         print(new_secret())
         return 0
     config = resolve_config(args.config, getattr(args, "log_level", None))
+    health = Health()
+    server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
+    health.set("kafka", False, "connecting")
     ensure_topics(config.kafka, config.topics)
-    if config.metrics.enabled:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(config.metrics.port, addr=config.metrics.host)
-        except OSError as exc:
-            log.warning("metrics server not started on %s:%d: %s", config.metrics.host, config.metrics.port, exc)
+    health.set("kafka", True, "topics ready")
 
     stop = threading.Event()
 
@@ -78,4 +77,5 @@ def alerts_main(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.join(timeout=15)
     log.info("alerts: stopped (%d alert events published)", aggregator.published)
+    server.stop()
     return 1 if failures else 0

@@ -22,7 +22,9 @@ from ingest.metrics import default_metrics
 from ingest.runner import IngestRunner
 from vigil.config import CameraConfig, VigilConfig
 from vigil.errors import ConfigError, ConfigIssue
+from vigil.health import Health
 from vigil.kafka import ensure_topics, make_producer
+from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
 
 log = logging.getLogger(__name__)
@@ -47,23 +49,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _serve_metrics(config: VigilConfig) -> None:
-    if not config.metrics.enabled:
-        return
-    from prometheus_client import start_http_server
-
-    # Several vigil processes on one host: the first free port from the configured one.
-    base = config.metrics.port
-    for port in [0] if base == 0 else range(base, min(base + 16, 65536)):
-        try:
-            start_http_server(port, addr=config.metrics.host)
-        except OSError:
-            continue
-        log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
-        return
-    log.warning("no free metrics port in %d..%d; metrics not served", base, base + 15)
-
-
 def _select_cameras(config: VigilConfig, wanted: list[str] | None, source: str) -> list[CameraConfig]:
     known = [c.id for c in config.cameras]
     if wanted:
@@ -80,24 +65,33 @@ def _select_cameras(config: VigilConfig, wanted: list[str] | None, source: str) 
 def ingest_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     cameras = _select_cameras(config, args.camera, args.config)
+    health = Health()
+    server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
+    health.set("kafka", False, "connecting")
     ensure_topics(config.kafka, config.topics)
     producer = make_producer(config.kafka, "ingest")
-    _serve_metrics(config)
+    health.set("kafka", True, "producer connected")
     runner = IngestRunner(cameras, producer, config.topics.frames.name, default_metrics())
     log.info("ingesting %d camera(s) to %s: %s", len(cameras), config.topics.frames.name, [c.id for c in cameras])
-    with _stop_on_signals(runner.stop_event):
-        runner.start()
-        next_stats = time.monotonic() + STATS_EVERY_S
-        while not runner.stop_event.wait(1.0):
-            for stats in runner.stats():  # refreshes the last-frame-age gauges every second
+    try:
+        with _stop_on_signals(runner.stop_event):
+            runner.start()
+            next_stats = time.monotonic() + STATS_EVERY_S
+            # Live cameras run until a signal; when every camera is a recording that has ended,
+            # ingest is done and exits by itself.
+            while not runner.stop_event.wait(1.0) and runner.running():
+                for stats in runner.stats():  # refreshes the last-frame-age gauges every second
+                    health.set(f"camera:{stats.camera_id}", stats.state in ("streaming", "finished"), stats.state)
+                    if time.monotonic() >= next_stats:
+                        log.info("%s", stats.line())
                 if time.monotonic() >= next_stats:
-                    log.info("%s", stats.line())
-            if time.monotonic() >= next_stats:
-                next_stats += STATS_EVERY_S
-    final = runner.stop()
-    producer.close(timeout=10)
-    for stats in final:
-        log.info("final: %s", stats.line())
+                    next_stats += STATS_EVERY_S
+        final = runner.stop()
+        producer.close(timeout=10)
+        for stats in final:
+            log.info("final: %s", stats.line())
+    finally:
+        server.stop()
     return 0
 
 

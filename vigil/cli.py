@@ -160,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(alerts, required=False)
     alerts.add_argument("--new-secret", action="store_true", help="print a new whsec_ signing secret and exit")
     alerts.set_defaults(handler=_lazy("alerts.cli:alerts_main"))
+    # -- the whole stack -----------------------------------------------------------------------------
+    up = sub.add_parser("up", help="run the whole stack on this machine (broker, ingest, detect, alerts)")
+    _add_config(up)
+    up.add_argument("--workers", type=int, default=1, help="detection worker processes (default 1)")
+    up.add_argument("--exit-when-done", action="store_true", help="stop once recordings ended and all is drained")
+    up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    up.add_argument("--progress-every", type=float, default=2.0, metavar="S", help="status line interval")
+    up.add_argument("--child-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    up.set_defaults(handler=_lazy("vigil.up:up_main"))
+
+    status = sub.add_parser("status", help="readiness, counters and lag of a running `vigil up`")
+    _add_config(status, required=False)
+    status.set_defaults(handler=_lazy("vigil.up:status_main"))
     return parser
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import TopicPartition
 
 from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
 from vigil.contracts import DeadLetter, KafkaRecord
@@ -161,6 +162,44 @@ def _wait_for_metadata(admin: KafkaAdminClient, names: list[str], timeout_s: flo
     raise KafkaUnavailableError(f"topics {names} did not become available within {timeout_s:.0f}s")
 
 
+class LagProbe:
+    """Consumer-group lag (end offset minus committed offset, summed over partitions), the figure
+    that tells whether a stage keeps up and that KEDA scales detection workers on."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._admin: KafkaAdminClient | None = None
+        self._consumer: KafkaConsumer | None = None
+
+    def lag(self, group_id: str, topic: str) -> int | None:
+        """Records of `topic` that `group_id` has not committed yet; None before its first commit."""
+        if self._admin is None or self._consumer is None:
+            self._admin = make_admin(self._config)
+            self._consumer = make_consumer(self._config, "lag-probe", None)
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not wanted:
+            return None
+        try:
+            committed = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+            ends = self._consumer.end_offsets(wanted)
+        except KafkaError as exc:
+            # The group coordinator moves or loads (NotCoordinator, CoordinatorLoadInProgress) while
+            # a fresh broker starts: the lag is unknown for now, not an error of the caller's.
+            log.debug("lag of %s on %s unknown: %s", group_id, topic, exc)
+            return None
+        if not any(tp in committed for tp in wanted):
+            return None if any(ends.values()) else 0
+        return sum(max(0, int(ends[tp]) - (int(committed[tp].offset) if tp in committed else 0)) for tp in wanted)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+        if self._consumer is not None:
+            self._consumer.close()
+        self._admin = self._consumer = None
+
+
 class DeadLetterPublisher:
     """Publishes records a stage cannot process to the dead-letter topic, counting them."""
 
@@ -187,6 +226,7 @@ class DeadLetterPublisher:
 
 __all__ = [
     "DeadLetterPublisher",
+    "LagProbe",
     "KafkaError",
     "ensure_topics",
     "make_admin",
