@@ -65,6 +65,12 @@ def make_producer(config: KafkaConfig, role: str, **overrides: Any) -> KafkaProd
         "retries": p.retries,
         "delivery_timeout_ms": p.delivery_timeout_ms,
     }
+    # Retries must not reorder a camera's records: the idempotent producer keeps order with up to
+    # 5 requests in flight; without acks=all it is unavailable, so allow only one in flight.
+    if p.acks == "all":
+        options["enable_idempotence"] = True
+    else:
+        options["max_in_flight_requests_per_connection"] = 1
     options.update(overrides)
     try:
         return KafkaProducer(**options)

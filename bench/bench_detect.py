@@ -1,0 +1,171 @@
+"""Benchmark of the detection path (a script, not a test). Prints figures and ratios, all measured in this
+process on the same ONNX file and the same frames:
+
+* bare   — `session.run` at batch 1 on pre-made tensors (no decode, no pre/post-processing): the ceiling;
+* ultra  — ultralytics' `YOLO(onnx).predict` per frame (JPEG decode included, as for vigil);
+* vigil  — `Detector.stream` (JPEG decode + letterbox of the next batch overlapped with inference, decode, NMS)
+           at batch 1, 4 and 8;
+* the peak RSS of a child process running only the vigil path (what a worker needs), and GFLOP/s achieved
+  against the FLOPs counted from the ONNX graph (Conv/ConvInteger/MatMul/MatMulInteger/Gemm).
+
+    .venv/bin/python bench/bench_detect.py [--model yolov8n_int8] [--frames 48] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from detect.detector import Detector, Thresholds  # noqa: E402
+from models import ModelManifest, Registry  # noqa: E402
+
+FOOTAGE = REPO.parent / "shared" / "data" / "footage" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
+
+
+def jpeg_frames(count: int) -> list[bytes]:
+    capture = cv2.VideoCapture(str(FOOTAGE))
+    frames: list[bytes] = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    capture.release()
+    return frames
+
+
+def graph_flops(manifest: ModelManifest) -> float:
+    """FLOPs of one batch-1 inference: 2 x multiply-accumulates of Conv/MatMul/Gemm (and integer variants)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(manifest.onnx_path)))
+    graph = model.graph
+    shapes: dict[str, list[int]] = {}
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = dims
+    for init in graph.initializer:
+        shapes[init.name] = list(numpy_helper.to_array(init).shape)
+    total = 0.0
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvInteger"):
+            w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
+            if w and out and all(out):
+                total += 2.0 * float(np.prod(out)) * float(np.prod(w[1:]))
+        elif node.op_type in ("MatMul", "MatMulInteger", "Gemm"):
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if a and out and all(out) and a[-1]:
+                total += 2.0 * float(np.prod(out)) * a[-1]
+    return total
+
+
+def time_it(run, frames: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    run()
+    return frames / (time.perf_counter() - started)
+
+
+def vigil_fps(detector: Detector, jpegs: list[bytes], batch: int) -> float:
+    batches = [jpegs[i : i + batch] for i in range(0, len(jpegs), batch)]
+
+    def run() -> None:
+        for _ in detector.stream(batches):
+            pass
+
+    return time_it(run, len(jpegs))
+
+
+def rss_child(model: str, threads: int, frames: int) -> None:
+    detector = Detector.load(Registry().get(model), intra_op_threads=threads)
+    jpegs = jpeg_frames(frames)
+    vigil_fps(detector, jpegs, 8)
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives fork+exec, so a child would report its parent's peak.
+    hwm_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                  if line.startswith("VmHWM:"))  # fmt: skip
+    print(json.dumps({"max_rss_mb": hwm_kb / 1024,
+                      "torch_loaded": "torch" in sys.modules}))  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="yolov8n_int8")
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.model, args.threads, args.frames)
+        return 0
+    print(f"load: {os.getloadavg()} on {os.cpu_count()} cores (other processes share them)")
+    manifest = Registry().get(args.model)
+    detector = Detector.load(manifest, intra_op_threads=args.threads, thresholds=Thresholds(0.25, 0.7, 300))
+    jpegs = jpeg_frames(args.frames)
+    images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    tensors = [detector.preprocess([image]).tensor for image in images]
+    print(f"model {manifest.name} ({manifest.family}, input {manifest.input_size}, fixed batch "
+          f"{detector.fixed_batch}), {len(jpegs)} frames of {FOOTAGE.name}, {args.threads} threads")  # fmt: skip
+    for _ in range(3):
+        detector.infer(tensors[0])  # warm-up
+
+    def bare() -> None:
+        for tensor in tensors:
+            detector.session.run(None, {detector.input_name: tensor})
+
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
+    from ultralytics import YOLO
+
+    ultra_model = YOLO(str(manifest.onnx_path), task="detect")
+    ultra_model.predict(images[0], verbose=False)  # warm-up (builds its predictor)
+
+    def ultra() -> None:
+        for j in jpegs:
+            ultra_model.predict(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), verbose=False)
+
+    results: dict[str, float] = {}
+    # Interleave rounds so a burst of load from other processes hits every variant alike; keep the best.
+    for _ in range(args.rounds):
+        for name, fn in [
+            ("bare session.run b1", lambda: time_it(bare, len(tensors))),
+            ("ultralytics predict", lambda: time_it(ultra, len(jpegs))),
+            ("vigil b1", lambda: vigil_fps(detector, jpegs, 1)),
+            ("vigil b4", lambda: vigil_fps(detector, jpegs, 4)),
+            ("vigil b8", lambda: vigil_fps(detector, jpegs, 8)),
+        ]:
+            results[name] = max(results.get(name, 0.0), fn())
+    base, ultra_fps = results["bare session.run b1"], results["ultralytics predict"]
+    print(f"{'path':<22}{'frames/s':>10}{'x bare':>9}{'x ultralytics':>15}")
+    for name, fps in results.items():
+        print(f"{name:<22}{fps:>10.2f}{fps / base:>9.3f}{fps / ultra_fps:>15.3f}")
+    flops = graph_flops(manifest)
+    print(f"graph FLOPs per frame: {flops / 1e9:.2f} GFLOP (Conv/MatMul/Gemm incl. integer ops)")
+    for name in ("bare session.run b1", "vigil b8"):
+        achieved = flops * results[name] / 1e9
+        print(f"achieved {name}: {achieved:.1f} GFLOP/s = {achieved / 190:.1%} of ~190 GFLOP/s fp32 peak (2 cores)")
+    child = subprocess.run(
+        [sys.executable, __file__, "--rss-child", "--model", args.model, "--threads", str(args.threads),
+         "--frames", str(min(args.frames, 24))],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    info = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"peak RSS of a vigil-only process (batch 8): {info['max_rss_mb']:.0f} MB "
+          f"(target < 600 MB; torch loaded: {info['torch_loaded']})")  # fmt: skip
+    print(f"load after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

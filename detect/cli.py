@@ -1,0 +1,110 @@
+"""`vigil detect` (the worker) and `vigil predict` (images on demand, same `Detector`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from detect.detector import Detector, Thresholds
+from detect.preprocess import decode_jpeg
+from models import Registry
+from vigil.config import VigilConfig
+from vigil.errors import ContractError
+from vigil.settings import resolve_config
+
+log = logging.getLogger(__name__)
+
+
+def load_detector(config: VigilConfig, model: str | None = None, conf: float | None = None,
+                  iou: float | None = None) -> Detector:  # fmt: skip
+    cfg = config.detect
+    manifest = Registry.at(cfg.models_dir).resolve(model or cfg.model)
+    thresholds = Thresholds(
+        cfg.conf_threshold if conf is None else conf,
+        cfg.iou_threshold if iou is None else iou,
+        cfg.max_detections,
+    )
+    return Detector.load(manifest, cfg.providers, cfg.intra_op_threads, thresholds, cfg.class_names)
+
+
+def detect_main(args: argparse.Namespace) -> int:
+    from detect.worker import DetectWorker
+    from vigil.health import Health
+    from vigil.kafka import ensure_topics, make_consumer, make_producer
+    from vigil.metrics_server import serve_process_metrics
+
+    config = resolve_config(args.config, args.log_level)
+    health = Health()
+    server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
+    health.set("model", False, f"loading {config.detect.model}")
+    health.set("kafka", False, "connecting")
+    detector = load_detector(config)
+    health.set("model", True, f"{detector.manifest.name} on {detector.provider}")
+    log.info(
+        "model %s (%s, %s, batch %s) on %s",
+        detector.manifest.name, detector.manifest.family, detector.manifest.version,
+        detector.fixed_batch or "dynamic", detector.provider,
+    )  # fmt: skip
+    ensure_topics(config.kafka, [config.topics.frames, config.topics.detections, config.topics.dead_letter])
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch, committing and stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = make_producer(config.kafka, "detect")
+    health.set("kafka", True, "consumer and producer connected")
+    try:
+        worker = DetectWorker(config, detector, consumer, producer)
+        worker.subscribe()
+        worker.run(stop)
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()
+        server.stop()
+    return 0
+
+
+def predict_main(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.log_level)
+    detector = load_detector(config, args.model, args.conf, args.iou)
+    failed = 0
+    batch_size = config.detect.batch_size
+    paths = [Path(p) for p in args.images]
+    for start in range(0, len(paths), batch_size):
+        chunk, images = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                images.append(decode_jpeg(path.read_bytes()))
+                chunk.append(path)
+            except (OSError, ContractError) as exc:
+                print(f"vigil predict: {path}: {exc}", file=sys.stderr)
+                failed += 1
+        for path, image, detections in zip(chunk, images, detector(images), strict=True):
+            names = detector.names_of(detections)
+            if args.json:
+                print(json.dumps({
+                    "image": str(path),
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                    "model": {"name": detector.manifest.name, "version": detector.manifest.version},
+                    "boxes": [[round(float(v), 2) for v in box] for box in detections.xyxy],
+                    "class_ids": [int(c) for c in detections.class_id],
+                    "class_names": list(names),
+                    "scores": [round(float(s), 5) for s in detections.confidence],
+                }))  # fmt: skip
+            else:
+                print(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(detections)} detections")
+                for box, name, score in zip(detections.xyxy, names, detections.confidence, strict=True):
+                    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+                    print(f"  {name:<14} {float(score):.2f}  [{x1}, {y1}, {x2}, {y2}]")
+    return 1 if failed else 0

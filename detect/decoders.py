@@ -1,0 +1,166 @@
+"""Decoders: raw network output of a batch -> candidate boxes (input pixels, xyxy), scores and class ids.
+
+One small class per output family. Each checks the output shape against what its family must produce for
+the model's input size and class count, and names both shapes when they differ. Candidates of the whole batch
+come back flattened with an image index, so NMS runs once per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Boxes above the confidence threshold, for a whole batch; `image` says which frame each belongs to."""
+
+    xyxy: npt.NDArray[np.float32]
+    confidence: npt.NDArray[np.float32]
+    class_id: npt.NDArray[np.int32]
+    image: npt.NDArray[np.int32]
+
+
+def anchor_count(input_size: tuple[int, int], strides: tuple[int, ...]) -> int:
+    h, w = input_size
+    return sum((h // s) * (w // s) for s in strides)
+
+
+def _cxcywh_to_xyxy(boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    half = boxes[:, 2:4] / 2
+    return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1).astype(np.float32)
+
+
+class Decoder(Protocol):
+    family: str
+
+    def expected_shape(self) -> str: ...
+    def accepts(self, shape: tuple[int | str | None, ...]) -> bool: ...
+    def __call__(self, output: npt.NDArray[np.float32], conf_threshold: float) -> Candidates: ...
+
+
+class UltralyticsDecoder:
+    """Ultralytics detect head: `[B, 4 + C, N]`, rows `cx, cy, w, h` (input pixels) then C class scores."""
+
+    family = "ultralytics"
+
+    def __init__(self, num_classes: int, input_size: tuple[int, int], strides: tuple[int, ...] = (8, 16, 32)) -> None:
+        self.num_classes = num_classes
+        self.anchors = anchor_count(input_size, strides)
+
+    def expected_shape(self) -> str:
+        return f"[B, {4 + self.num_classes}, {self.anchors}] (cx,cy,w,h + {self.num_classes} class scores per anchor)"
+
+    def accepts(self, shape: tuple[int | str | None, ...]) -> bool:
+        return len(shape) == 3 and shape[1] == 4 + self.num_classes and shape[2] == self.anchors
+
+    def __call__(self, output: npt.NDArray[np.float32], conf_threshold: float) -> Candidates:
+        if output.ndim != 3 or not self.accepts(output.shape):
+            raise ModelError(
+                f"UltralyticsDecoder expected output shape {self.expected_shape()}, got {list(output.shape)}"
+            )
+        scores_all = output[:, 4:, :]  # (B, C, N)
+        class_id = scores_all.argmax(axis=1)  # (B, N)
+        confidence = np.take_along_axis(scores_all, class_id[:, None, :], axis=1)[:, 0, :]
+        image, anchor = np.nonzero(confidence > conf_threshold)
+        boxes = output[image, :4, anchor]  # (K, 4) cx, cy, w, h
+        return Candidates(
+            xyxy=_cxcywh_to_xyxy(boxes),
+            confidence=confidence[image, anchor].astype(np.float32),
+            class_id=class_id[image, anchor].astype(np.int32),
+            image=image.astype(np.int32),
+        )
+
+
+class YoloxDecoder:
+    """YOLOX head with sigmoids applied: `[B, N, 5 + C]`, per grid cell `dx, dy, log w, log h, obj, C scores`."""
+
+    family = "yolox"
+
+    def __init__(self, num_classes: int, input_size: tuple[int, int], strides: tuple[int, ...] = (8, 16, 32)) -> None:
+        self.num_classes = num_classes
+        self.anchors = anchor_count(input_size, strides)
+        h, w = input_size
+        grids, cell = [], []
+        for s in strides:
+            ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")  # row-major like YOLOX
+            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+            cell.append(np.full(((h // s) * (w // s), 1), s))
+        self.grid = np.concatenate(grids).astype(np.float32)  # (N, 2)
+        self.stride = np.concatenate(cell).astype(np.float32)  # (N, 1)
+
+    def expected_shape(self) -> str:
+        return f"[B, {self.anchors}, {5 + self.num_classes}] (dx,dy,log w,log h,obj + {self.num_classes} class scores)"
+
+    def accepts(self, shape: tuple[int | str | None, ...]) -> bool:
+        return len(shape) == 3 and shape[1] == self.anchors and shape[2] == 5 + self.num_classes
+
+    def __call__(self, output: npt.NDArray[np.float32], conf_threshold: float) -> Candidates:
+        if output.ndim != 3 or not self.accepts(output.shape):
+            raise ModelError(f"YoloxDecoder expected output shape {self.expected_shape()}, got {list(output.shape)}")
+        scores_all = output[:, :, 5:]  # (B, N, C)
+        class_id = scores_all.argmax(axis=2)
+        confidence = np.take_along_axis(scores_all, class_id[:, :, None], axis=2)[:, :, 0] * output[:, :, 4]
+        image, anchor = np.nonzero(confidence > conf_threshold)
+        raw = output[image, anchor, :4]
+        stride = self.stride[anchor]
+        centre = (raw[:, :2] + self.grid[anchor]) * stride
+        size = np.exp(raw[:, 2:4]) * stride
+        return Candidates(
+            xyxy=_cxcywh_to_xyxy(np.concatenate([centre, size], axis=1)),
+            confidence=confidence[image, anchor].astype(np.float32),
+            class_id=class_id[image, anchor].astype(np.int32),
+            image=image.astype(np.int32),
+        )
+
+
+FAMILIES: dict[str, type[UltralyticsDecoder] | type[YoloxDecoder]] = {
+    "ultralytics": UltralyticsDecoder,
+    "yolox": YoloxDecoder,
+}
+
+
+def identify_family(
+    shape: tuple[int | str | None, ...], num_classes: int, input_size: tuple[int, int], strides: tuple[int, ...]
+) -> str | None:
+    """The family whose layout `shape` matches, or None."""
+    for name, cls in FAMILIES.items():
+        if cls(num_classes, input_size, strides).accepts(shape):
+            return name
+    return None
+
+
+def make_decoder(
+    family: str,
+    output_shape: tuple[int | str | None, ...],
+    num_classes: int,
+    input_size: tuple[int, int],
+    strides: tuple[int, ...] = (8, 16, 32),
+    model: str = "model",
+) -> UltralyticsDecoder | YoloxDecoder:
+    """The decoder for `family`, after checking the model's declared output shape fits it.
+
+    Refuses, at start rather than on the first frame, a model whose output matches no known family, or a
+    different family than its manifest says."""
+    if family not in FAMILIES:
+        raise ModelError(f"{model}: unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    decoder = FAMILIES[family](num_classes, input_size, strides)
+    if decoder.accepts(output_shape):
+        return decoder
+    actual = identify_family(output_shape, num_classes, input_size, strides)
+    expected = "; ".join(f"{n}: {c(num_classes, input_size, strides).expected_shape()}" for n, c in FAMILIES.items())
+    if actual is not None:
+        raise ModelError(
+            f"{model}: output shape {list(output_shape)} is the {actual} layout but the manifest says family "
+            f"{family!r}; set family: {actual} in the manifest"
+        )
+    raise ModelError(
+        f"{model}: output shape {list(output_shape)} matches no known detector family for input "
+        f"{list(input_size)} and {num_classes} classes; expected {expected}. Check the manifest's input_size and "
+        "class_names, or export the model with `vigil models export`"
+    )

@@ -1,0 +1,190 @@
+"""`Detector`: frames in, `Detections` out — preprocess -> infer -> decode -> NMS -> map back.
+
+The worker, `vigil predict`, `vigil models verify`-style checks and the benchmark all use this one class, so
+what is measured and tested is what runs in production. The three steps are separate methods so a caller can
+overlap preparing the next batch with inferring the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from detect.decoders import UltralyticsDecoder, YoloxDecoder, make_decoder
+from detect.nms import batched_nms
+from detect.preprocess import LetterboxPreprocessor, PreparedBatch, decode_jpeg
+from detect.runtime import create_session
+from models import ModelManifest, Registry
+from models.onnx_errors import ORT_ERRORS
+from vigil.config import DetectConfig
+from vigil.detections import Detections
+from vigil.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    conf: float = 0.25
+    iou: float = 0.45
+    max_detections: int = 300
+
+
+class Detector:
+    """A loaded model. Construct with `Detector.load(...)` / `Detector.from_config(...)`; the constructor
+    only wires parts together."""
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        session: ort.InferenceSession,
+        decoder: UltralyticsDecoder | YoloxDecoder,
+        thresholds: Thresholds = Thresholds(),
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.session = session
+        self.decoder = decoder
+        self.thresholds = thresholds
+        self.class_names = tuple(class_names or manifest.class_names)
+        self.preprocessor = LetterboxPreprocessor(
+            manifest.input_size, manifest.channel_order, manifest.scale, manifest.letterbox, manifest.pad_value
+        )
+        model_input = session.get_inputs()[0]
+        self.input_name: str = model_input.name
+        batch_dim = model_input.shape[0]
+        # A graph exported with a fixed batch (int) must be fed exactly that many frames per run.
+        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+
+    # ---------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def load(
+        cls,
+        manifest: ModelManifest,
+        providers: Sequence[str] = ("auto",),
+        intra_op_threads: int = 0,
+        thresholds: Thresholds = Thresholds(),
+        class_names: Sequence[str] | None = None,
+        verify_hash: bool = True,
+    ) -> Detector:
+        path = Registry.check_file(manifest, verify_hash=verify_hash)
+        session = create_session(path, providers, intra_op_threads)
+        names = tuple(class_names or manifest.class_names)
+        if class_names and len(class_names) != len(manifest.class_names):
+            raise ModelError(
+                f"detect.class_names has {len(class_names)} names but model {manifest.name!r} has "
+                f"{len(manifest.class_names)} classes; list exactly one name per class"
+            )
+        model_input = session.get_inputs()[0]
+        dims = model_input.shape
+        if len(dims) != 4 or any(
+            isinstance(d, int) and d != e for d, e in zip(dims[1:], (3, *manifest.input_size), strict=True)
+        ):
+            raise ModelError(
+                f"model {manifest.name!r}: input {model_input.name!r} has shape {dims}, expected "
+                f"[B, 3, {manifest.input_size[0]}, {manifest.input_size[1]}] per the manifest's input_size"
+            )
+        # Probe once: gives the concrete output shape (dynamic exports declare symbolic dims) and warms up.
+        probe_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
+        probe = np.zeros((probe_batch, 3, *manifest.input_size), np.float32)
+        try:
+            output = session.run(None, {model_input.name: probe})[0]
+        except ORT_ERRORS as exc:
+            raise ModelError(f"model {manifest.name!r} failed its first inference: {exc}") from exc
+        decoder = make_decoder(
+            manifest.family, tuple(output.shape), len(names), manifest.input_size, manifest.strides, manifest.name
+        )
+        return cls(manifest, session, decoder, thresholds, names)
+
+    @classmethod
+    def from_config(cls, config: DetectConfig, model: str | None = None, registry: Registry | None = None) -> Detector:
+        registry = registry or Registry(config.models_dir)
+        manifest = registry.resolve(model or config.model)
+        return cls.load(
+            manifest,
+            providers=config.providers,
+            intra_op_threads=config.intra_op_threads,
+            thresholds=Thresholds(config.conf_threshold, config.iou_threshold, config.max_detections),
+            class_names=config.class_names,
+        )
+
+    # ---------------------------------------------------------------------------------------- steps
+
+    @property
+    def provider(self) -> str:
+        providers: list[str] = self.session.get_providers()
+        return providers[0]
+
+    def preprocess(self, images: Sequence[npt.NDArray[np.uint8]]) -> PreparedBatch:
+        return self.preprocessor(list(images))
+
+    def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded)."""
+        if self.fixed_batch is None:
+            result: npt.NDArray[np.float32] = self.session.run(None, {self.input_name: tensor})[0]
+            return result
+        n, size = tensor.shape[0], self.fixed_batch
+        outputs = []
+        for start in range(0, n, size):
+            chunk = tensor[start : start + size]
+            if chunk.shape[0] < size:
+                chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(self.session.run(None, {self.input_name: chunk})[0])
+        return np.concatenate(outputs)[:n]
+
+    def postprocess(self, output: npt.NDArray[np.float32], prepared: PreparedBatch) -> list[Detections]:
+        """Decode, class-aware NMS over the whole batch at once, then boxes back to each frame's pixels."""
+        t = self.thresholds
+        candidates = self.decoder(output, t.conf)
+        groups = candidates.image.astype(np.int64) * len(self.class_names) + candidates.class_id
+        keep = batched_nms(candidates.xyxy, candidates.confidence, groups, t.iou)
+        kept_image = candidates.image[keep]
+        results = []
+        for index, box in enumerate(prepared.boxes):
+            rows = keep[kept_image == index][: t.max_detections]  # already best-first
+            results.append(
+                Detections(
+                    xyxy=box.to_source(candidates.xyxy[rows]),
+                    confidence=candidates.confidence[rows],
+                    class_id=candidates.class_id[rows],
+                )
+            )
+        return results
+
+    def __call__(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        if not images:
+            return []
+        prepared = self.preprocess(images)
+        return self.postprocess(self.infer(prepared.tensor), prepared)
+
+    def stream(self, batches: Iterable[Sequence[bytes]], decode_threads: int = 2) -> Iterator[list[Detections]]:
+        """Detections for batches of encoded frames, decoding + letterboxing batch n+1 in a thread pool
+        while batch n infers (cv2 and onnxruntime both release the GIL). Undecodable frames raise."""
+        with ThreadPoolExecutor(decode_threads, thread_name_prefix="detect-prep") as pool:
+
+            def prepare(encoded: Sequence[bytes]) -> PreparedBatch:
+                canvas = self.preprocessor.canvas(len(encoded))
+                boxes = tuple(
+                    pool.map(lambda i: self.preprocessor.place(decode_jpeg(encoded[i]), canvas[i]), range(len(encoded)))
+                )
+                return PreparedBatch(self.preprocessor.to_tensor(canvas), boxes)
+
+            with ThreadPoolExecutor(1, thread_name_prefix="detect-prefetch") as prefetch:
+                iterator = iter(batches)
+                first = next(iterator, None)
+                pending = prefetch.submit(prepare, first) if first is not None else None
+                while pending is not None:
+                    prepared = pending.result()
+                    following = next(iterator, None)
+                    pending = prefetch.submit(prepare, following) if following is not None else None
+                    yield self.postprocess(self.infer(prepared.tensor), prepared)
+
+    def names_of(self, detections: Detections) -> tuple[str, ...]:
+        return tuple(self.class_names[i] for i in detections.class_id)

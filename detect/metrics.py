@@ -1,0 +1,27 @@
+"""Prometheus metrics of the detection function (`vigil_detect_*`), registered once per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+FRAMES = Counter("vigil_detect_frames_total", "Frame records consumed from the frames topic")
+DETECTED = Counter("vigil_detect_detected_frames_total", "Frames run through the model and published")
+DROPPED_STALE = Counter(
+    "vigil_detect_dropped_stale_total", "Frames skipped because they were older than detect.max_age_s"
+)
+DEAD_LETTER = Counter(
+    "vigil_detect_dead_letter_total", "Frames sent to the dead-letter topic, by reason", labelnames=("reason",)
+)
+BATCH_SIZE = Histogram(
+    "vigil_detect_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+INFERENCE_SECONDS = Histogram(
+    "vigil_detect_inference_seconds",
+    "Wall time of one batched inference",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+QUEUE_AGE_SECONDS = Histogram(
+    "vigil_detect_queue_age_seconds",
+    "Age of a frame (capture to start of detection)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -1,0 +1,367 @@
+"""The detection function: frames topic -> batched inference -> detections topic, at least once.
+
+Loop (one consumer thread, one inference thread, a small decode pool):
+
+1. gather up to `batch_size` records or `max_wait_ms`, polling the consumer (which also keeps the group alive);
+2. triage each record — bad headers, oversized, unknown camera or undecodable image go to the dead-letter topic,
+   frames older than `max_age_s` are counted and skipped — and decode + letterbox the rest in the thread pool;
+3. hand the tensor to the inference thread, and while it runs, gather and prepare the next batch;
+4. decode/NMS the result, publish one `DetectionsRecord` per frame (keyed by camera), wait for every send
+   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets.
+
+Rebalances: kafka-python 3 runs the rebalance listener on its IO thread, where blocking consumer calls such as
+`commit` are refused, so the listener only bumps a per-partition epoch. Records fetched under an older epoch of
+their partition are dropped if not yet processed and are never committed if they were in flight: the new owner
+reprocesses them (a duplicate, identifiable by its frame ref) and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from detect import metrics
+from detect.detector import Detector
+from detect.preprocess import Letterbox, PreparedBatch, decode_jpeg
+from vigil.config import VigilConfig
+from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
+from vigil.errors import ContractError, KafkaUnavailableError
+from vigil.kafka import DeadLetterPublisher
+
+log = logging.getLogger(__name__)
+STAGE = "detect"
+
+
+# ---------------------------------------------------------------------------------------------- triage
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record is not detected: `kind` labels the metric, `reason` goes into the dead letter."""
+
+    kind: str
+    reason: str
+
+
+class FrameGate:
+    """Pure checks on a consumed record, before any decoding: headers, size, camera, age."""
+
+    def __init__(self, config: VigilConfig) -> None:
+        self.max_bytes = config.detect.max_frame_bytes
+        self.max_age_ns = int(config.detect.max_age_s * 1e9)
+        self.cameras = frozenset(c.id for c in config.cameras)
+        self.allow_unknown = config.detect.allow_unknown_cameras
+
+    def check(self, record: KafkaRecord) -> FrameMeta | Rejection:
+        try:
+            meta = FrameMeta.from_headers(record.headers)
+        except ContractError as exc:
+            return Rejection("headers", f"bad frame headers: {exc}")
+        size = len(record.value or b"")
+        if size > self.max_bytes:
+            return Rejection("oversized", f"frame is {size} bytes, over detect.max_frame_bytes={self.max_bytes}")
+        if size == 0:
+            return Rejection("empty", "frame record has no image bytes")
+        if meta.encoding.lower() not in ("jpeg", "jpg", "png"):
+            return Rejection("encoding", f"frame encoding {meta.encoding!r} is not supported (jpeg or png)")
+        if not self.allow_unknown and meta.camera_id not in self.cameras:
+            return Rejection(
+                "unknown_camera",
+                f"camera {meta.camera_id!r} is not in the config's cameras (set detect.allow_unknown_cameras to accept)",
+            )
+        return meta
+
+    def is_stale(self, meta: FrameMeta, now_ns: int) -> bool:
+        return now_ns - meta.capture_ns > self.max_age_ns
+
+
+@dataclass
+class Frame:
+    """A record that passed triage and was decoded and placed into the batch canvas."""
+
+    record: KafkaRecord
+    meta: FrameMeta
+    box: Letterbox
+    decode_ms: float
+    queue_wait_ms: float
+
+
+@dataclass
+class Batch:
+    """One gathered batch: what to detect, what was rejected, and the offsets it covers."""
+
+    records: list[KafkaRecord]
+    epochs: dict[TopicPartition, int]
+    frames: list[Frame] = field(default_factory=list)
+    tensor: npt.NDArray[np.float32] | None = None
+    rejected: list[tuple[KafkaRecord, Rejection]] = field(default_factory=list)
+    stale: int = 0
+    inference: Future[tuple[npt.NDArray[np.float32], float]] | None = None
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record of this batch (what to commit)."""
+        result: dict[TopicPartition, int] = {}
+        for record in self.records:
+            tp = TopicPartition(record.topic, record.partition)
+            result[tp] = max(result.get(tp, 0), record.offset + 1)
+        return result
+
+
+# ---------------------------------------------------------------------------------------------- rebalance
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread: only records what changed; the worker acts on it."""
+
+    def __init__(self, worker: DetectWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.worker.revoke(revoked)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.worker.assign(assigned)
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+class DetectWorker:
+    """Consumes frames, detects, publishes, commits. `run(stop)` returns when `stop` is set (after finishing
+    and committing what it holds) and closes nothing it did not open."""
+
+    def __init__(
+        self,
+        config: VigilConfig,
+        detector: Detector,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        decode_threads: int = 2,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.cfg = config.detect
+        self.detector = detector
+        self.consumer = consumer
+        self.producer = producer
+        self.gate = FrameGate(config)
+        self.dead_letters = DeadLetterPublisher(producer, config.topics.dead_letter.name, STAGE)
+        self.clock_ns = clock_ns
+        self.model_ref = ModelRef(detector.manifest.name, detector.manifest.version)
+        self.decode_threads = decode_threads
+        self._lock = threading.Lock()
+        self._epoch: dict[TopicPartition, int] = {}
+        self._assigned: set[TopicPartition] = set()
+        self.published = 0
+        self.batches = 0
+
+    # -- rebalance bookkeeping (called on the IO thread) --------------------------------------------
+
+    def revoke(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1
+            self._assigned -= set(partitions)
+        log.info("partitions revoked: %s (in-flight frames of these are published but not committed)",
+                 sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))  # fmt: skip
+
+    def assign(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned |= set(partitions)
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))
+
+    def _current(self, tp: TopicPartition, epoch: int) -> bool:
+        with self._lock:
+            return self._epoch.get(tp, 0) == epoch and tp in self._assigned
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.config.topics.frames.name], listener=_Rebalance(self))
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        with (
+            ThreadPoolExecutor(self.decode_threads, thread_name_prefix="detect-decode") as decode_pool,
+            ThreadPoolExecutor(1, thread_name_prefix="detect-infer") as infer_pool,
+        ):
+            inflight: Batch | None = None
+            while not stop.is_set():
+                batch = self._gather(idle=inflight is None)
+                if batch is None:
+                    if inflight is not None:
+                        self._finish(inflight)
+                        inflight = None
+                    continue
+                self._prepare(batch, decode_pool)
+                if inflight is not None:
+                    assert inflight.inference is not None
+                    inflight.inference.result()  # inference thread is free: start the next batch first
+                batch.inference = infer_pool.submit(self._infer, batch)
+                if inflight is not None:
+                    self._finish(inflight)  # post-process + publish + commit overlap the next inference
+                inflight = batch
+            if inflight is not None:
+                self._finish(inflight)
+        log.info("detect worker stopped after %d batches, %d detections records", self.batches, self.published)
+
+    def _gather(self, idle: bool) -> Batch | None:
+        """Up to batch_size records, waiting at most max_wait_ms once something arrived."""
+        wanted = self.cfg.batch_size
+        records: list[tuple[KafkaRecord, int]] = []
+        deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
+        while len(records) < wanted:
+            remaining = deadline - time.monotonic()
+            waiting = bool(records) or not idle
+            if waiting and remaining <= 0:
+                break
+            # Idle: a short blocking poll so `stop` is noticed; otherwise only what is left of max_wait_ms.
+            timeout_ms = int(max(remaining, 0) * 1000) if waiting else 200
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=wanted - len(records))
+            for tp, items in polled.items():
+                with self._lock:
+                    epoch = self._epoch.get(tp, 0)
+                records.extend((item, epoch) for item in items)
+            # A revocation during poll makes earlier-fetched records of those partitions someone else's work.
+            records = [(r, e) for r, e in records if self._current(TopicPartition(r.topic, r.partition), e)]
+            if not polled and not records:
+                break
+        if not records:
+            return None
+        records.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
+        epochs = {TopicPartition(r.topic, r.partition): e for r, e in records}
+        return Batch(records=[r for r, _ in records], epochs=epochs)
+
+    def _prepare(self, batch: Batch, pool: ThreadPoolExecutor) -> None:
+        """Triage, then decode + letterbox accepted frames in parallel into one canvas."""
+        now = self.clock_ns()
+        metrics.FRAMES.inc(len(batch.records))
+        accepted: list[tuple[KafkaRecord, FrameMeta]] = []
+        for record in batch.records:
+            verdict = self.gate.check(record)
+            if isinstance(verdict, Rejection):
+                batch.rejected.append((record, verdict))
+            elif self.gate.is_stale(verdict, now):
+                batch.stale += 1
+            else:
+                accepted.append((record, verdict))
+                metrics.QUEUE_AGE_SECONDS.observe(max(now - verdict.capture_ns, 0) / 1e9)
+        if batch.stale:
+            metrics.DROPPED_STALE.inc(batch.stale)
+            log.info("skipped %d frame(s) older than detect.max_age_s=%s", batch.stale, self.cfg.max_age_s)
+        pre = self.detector.preprocessor
+        canvas = pre.canvas(len(accepted))
+
+        def place(index: int) -> tuple[Letterbox, float] | Rejection:
+            started = time.perf_counter()
+            record = accepted[index][0]
+            try:
+                image = decode_jpeg(record.value, self.cfg.max_frame_bytes)
+                box = pre.place(image, canvas[index])
+            except ContractError as exc:
+                return Rejection("decode", str(exc))
+            return box, (time.perf_counter() - started) * 1000
+
+        placed = list(pool.map(place, range(len(accepted))))
+        keep: list[int] = []
+        for index, ((record, meta), result) in enumerate(zip(accepted, placed, strict=True)):
+            if isinstance(result, Rejection):
+                batch.rejected.append((record, result))
+                continue
+            keep.append(index)
+            wait_ms = max(now / 1e6 - record.timestamp, 0.0) if record.timestamp > 0 else 0.0
+            batch.frames.append(Frame(record, meta, result[0], result[1], wait_ms))
+        if batch.frames:
+            batch.tensor = pre.to_tensor(canvas[keep] if len(keep) != len(accepted) else canvas)
+
+    def _infer(self, batch: Batch) -> tuple[npt.NDArray[np.float32], float]:
+        if batch.tensor is None:
+            return np.empty((0,), np.float32), 0.0
+        started = time.perf_counter()
+        output = self.detector.infer(batch.tensor)
+        seconds = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.observe(seconds)
+        metrics.BATCH_SIZE.observe(len(batch.frames))
+        return output, seconds
+
+    def _finish(self, batch: Batch) -> None:
+        """Post-process, publish every output, wait for acknowledgements, then commit."""
+        assert batch.inference is not None
+        output, infer_s = batch.inference.result()
+        futures: list[Any] = []
+        for record, rejection in batch.rejected:
+            metrics.DEAD_LETTER.labels(rejection.kind).inc()
+            futures.append(self.dead_letters.publish(record, rejection.reason))
+        if batch.frames:
+            started = time.perf_counter()
+            prepared = PreparedBatch(output, tuple(f.box for f in batch.frames))  # tensor not needed any more
+            results = self.detector.postprocess(output, prepared)
+            post_ms = (time.perf_counter() - started) * 1000
+            produced = self.clock_ns()
+            topic = self.config.topics.detections.name
+            for frame, detections in zip(batch.frames, results, strict=True):
+                meta = frame.meta
+                out = DetectionsRecord(
+                    camera_id=meta.camera_id,
+                    seq=meta.seq,
+                    capture_ns=meta.capture_ns,
+                    frame=FrameRef(frame.record.topic, frame.record.partition, frame.record.offset),
+                    model=self.model_ref,
+                    width=frame.box.src_w,
+                    height=frame.box.src_h,
+                    detections=detections,
+                    class_names=self.detector.names_of(detections),
+                    timings=Timings(frame.decode_ms, infer_s * 1000, post_ms, frame.queue_wait_ms),
+                    media_ns=meta.media_ns,
+                    frame_index=meta.frame_index,
+                    produced_ns=produced,
+                )
+                futures.append(self.producer.send(topic, key=meta.camera_id.encode(), value=out.to_bytes()))
+            metrics.DETECTED.inc(len(batch.frames))
+        self.producer.flush()
+        try:
+            for future in futures:
+                future.get(timeout=self.config.kafka.producer.delivery_timeout_ms / 1000)
+        except KafkaError as exc:
+            # Nothing of this batch is committed: a restarted worker (or the group's next owner) redoes it.
+            raise KafkaUnavailableError(
+                f"publishing detections failed ({exc}); offsets not committed, the frames will be reprocessed"
+            ) from exc
+        self.published += len(batch.frames)
+        self.batches += 1
+        self._commit(batch)
+
+    def _commit(self, batch: Batch) -> None:
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in batch.next_offsets().items()
+            if self._current(tp, batch.epochs[tp])
+        }
+        skipped = len(batch.epochs) - len(offsets)
+        if skipped:
+            log.info("not committing %d revoked partition(s); their new owner reprocesses those frames", skipped)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group moved on (rebalance); the frames are published and will be reprocessed by the owner.
+            log.warning("offset commit failed (%s); frames of this batch may be processed again", exc)
+
+
+def detections_of(records: Sequence[DetectionsRecord]) -> dict[str, list[DetectionsRecord]]:
+    """Group detections records by camera, in arrival order (a helper for tests and tools)."""
+    grouped: dict[str, list[DetectionsRecord]] = {}
+    for rec in records:
+        grouped.setdefault(rec.camera_id, []).append(rec)
+    return grouped

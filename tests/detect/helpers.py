@@ -1,0 +1,57 @@
+"""Helpers shared by the detect tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+FOOTAGE = SHARED / "footage" / "TUD-Campus" / "TUD-Campus.mp4"
+
+
+def ultralytics_assets() -> Path:
+    """bus.jpg / zidane.jpg inside the installed ultralytics wheel, found without importing ultralytics."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.origin, "ultralytics is not installed (pip install 'vigil[export]')"
+    return Path(spec.origin).parent / "assets"
+
+
+def read_frames(path: Path = FOOTAGE, count: int | None = None, step: int = 1) -> list[npt.NDArray[np.uint8]]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"cannot open {path}"
+    frames: list[npt.NDArray[np.uint8]] = []
+    index = 0
+    try:
+        while count is None or len(frames) < count:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                frames.append(frame)
+            index += 1
+    finally:
+        capture.release()
+    return frames
+
+
+def offline_ultralytics() -> None:
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
+    w = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]), 0, None)
+    h = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]), 0, None)
+    inter = w * h
+    area_a = (a64[..., 2] - a64[..., 0]) * (a64[..., 3] - a64[..., 1])
+    area_b = (b64[..., 2] - b64[..., 0]) * (b64[..., 3] - b64[..., 1])
+    result: npt.NDArray[np.float64] = inter / np.maximum(area_a + area_b - inter, 1e-9)
+    return result

@@ -1,0 +1,187 @@
+"""The detection function on the real Kafka broker (marker `broker`): frames of TUD-Campus in, one detections
+record per frame out, poison records dead-lettered, and nothing lost when a worker is SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from detect.cli import load_detector
+from detect.worker import DetectWorker
+from tests.detect.helpers import FOOTAGE, REPO, read_frames
+from vigil.config import VigilConfig
+from vigil.contracts import DeadLetter, DetectionsRecord, FrameMeta
+from vigil.kafka import ensure_topics, make_consumer, make_producer
+
+pytestmark = pytest.mark.broker
+CAMERA = "campus"
+
+
+def _config(base: VigilConfig, model: str, batch_size: int = 4, **detect: object) -> VigilConfig:
+    data = base.model_dump(mode="json")
+    data["cameras"] = [{"id": CAMERA, "url": str(FOOTAGE), "kind": "replay"}]
+    data["detect"].update({"model": model, "batch_size": batch_size, "max_wait_ms": 50, "intra_op_threads": 2})
+    data["detect"].update(detect)
+    data["metrics"]["enabled"] = False
+    return VigilConfig.model_validate(data)
+
+
+def _publish_frames(config: VigilConfig, count: int | None = None) -> int:
+    producer = make_producer(config.kafka, "test-replay")
+    frames = read_frames(count=count)
+    for index, frame in enumerate(frames):
+        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        meta = FrameMeta(CAMERA, index, time.time_ns(), frame.shape[1], frame.shape[0], "replay",
+                         media_ns=index * 40_000_000, frame_index=index)  # fmt: skip
+        producer.send(config.topics.frames.name, key=CAMERA.encode(), value=jpeg.tobytes(), headers=meta.to_headers())
+    producer.flush()
+    producer.close()
+    return len(frames)
+
+
+def _read_topic(
+    config: VigilConfig, topic: str, until: int, timeout_s: float, frames: int | None = None
+) -> list[object]:
+    """Every record of `topic` from the beginning, polling until `until` records (or, with `frames`, until
+    detections of frame_index 0..frames-1 are all there) or the timeout."""
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap(), enable_auto_commit=False, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[object] = []
+        deadline = time.monotonic() + timeout_s
+        indices: set[int | None] = set()
+        while len(records) < until and time.monotonic() < deadline:
+            for items in consumer.poll(timeout_ms=500).values():
+                records.extend(items)
+                if frames is not None:
+                    indices.update(DetectionsRecord.from_bytes(r.value).frame_index for r in items)
+            if frames is not None and indices >= set(range(frames)):
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def running_worker(vigil_config: VigilConfig) -> Iterator[tuple[VigilConfig, threading.Event, list[DetectWorker]]]:
+    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000)
+    ensure_topics(config.kafka, config.topics)
+    stop = threading.Event()
+    workers: list[DetectWorker] = []
+    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = make_producer(config.kafka, "detect")
+    worker = DetectWorker(config, load_detector(config), consumer, producer)
+    worker.subscribe()
+    workers.append(worker)
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield config, stop, workers
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close(autocommit=False)
+        producer.close()
+        assert not thread.is_alive(), "worker did not stop within 30 s of the stop event"
+
+
+def test_worker_detects_every_frame_in_order_and_dead_letters_poison(
+    running_worker: tuple[VigilConfig, threading.Event, list[DetectWorker]],
+) -> None:
+    config, _stop, (worker,) = running_worker
+    topic = config.topics.frames.name
+    producer = make_producer(config.kafka, "test-poison")
+    good = FrameMeta(CAMERA, 0, time.time_ns(), 640, 480, "replay")
+    stranger = FrameMeta("nobody", 0, time.time_ns(), 640, 480, "replay")
+    ok, small = cv2.imencode(".jpg", read_frames(count=1)[0])
+    assert ok
+    poison = [
+        (good, b"\xff\xd8\xff\xe0 this is not a jpeg" * 20, "not a decodable image"),
+        (None, small.tobytes(), "missing header"),
+        (stranger, small.tobytes(), "camera 'nobody' is not in the config"),
+        (good, b"\xff\xd8" + os.urandom(300_000), "over detect.max_frame_bytes"),
+    ]
+    for meta, value, _reason in poison:  # poison first: the worker must carry on past it
+        producer.send(topic, key=CAMERA.encode(), value=value, headers=meta.to_headers() if meta else [])
+    producer.flush()
+    producer.close()
+    total = _publish_frames(config)
+    assert total == 71
+
+    records = _read_topic(config, config.topics.detections.name, until=total, timeout_s=120)
+    detections = [DetectionsRecord.from_bytes(r.value) for r in records]  # type: ignore[attr-defined]
+    assert sorted(d.frame_index for d in detections if d.frame_index is not None) == list(range(total))
+    assert len(detections) == total
+    assert [d.seq for d in detections] == list(range(total))  # one partition per camera: in order
+    assert all(r.key == CAMERA.encode() for r in records)  # type: ignore[attr-defined]
+    people = [d.class_names.count("person") for d in detections]
+    assert sum(people) / total >= 3  # TUD-Campus has several pedestrians in every frame
+    first = detections[0]
+    assert first.frame.topic == topic and first.model.name == "yolox_nano" and (first.width, first.height) == (640, 480)
+    assert first.timings.infer_ms > 0 and first.timings.decode_ms > 0
+
+    letters = [DeadLetter.from_record(r) for r in _read_topic(config, config.topics.dead_letter.name, 4, 60)]  # type: ignore[arg-type]
+    assert len(letters) == 4
+    for letter, (_meta, value, reason) in zip(sorted(letters, key=lambda d: d.offset), poison, strict=True):
+        assert reason in letter.reason and letter.stage == "detect" and letter.value == value
+    assert worker.dead_letters.count == 4
+
+
+def _write_config(config: VigilConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    return path
+
+
+def _spawn(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vigil", "detect", "--config", str(config_file)],
+            cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+
+def test_sigkilled_worker_loses_nothing_after_restart(vigil_config: VigilConfig, tmp_path: Path) -> None:
+    # The slower model (~0.1 s/frame on 2 cores) leaves time to kill the worker mid-stream.
+    config = _config(vigil_config, "yolov8n_int8", batch_size=4, max_age_s=3600)
+    ensure_topics(config.kafka, config.topics)
+    config_file = _write_config(config, tmp_path / "vigil.yaml")
+    log = tmp_path / "worker.log"
+    total = _publish_frames(config)
+    first = _spawn(config_file, log)
+    try:
+        seen = _read_topic(config, config.topics.detections.name, until=12, timeout_s=90)
+        assert len(seen) >= 12, log.read_text()[-3000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.kill()
+    done_before = len(_read_topic(config, config.topics.detections.name, until=total, timeout_s=2))
+    assert done_before < total, "the worker finished before it could be killed; the test proves nothing"
+
+    second = _spawn(config_file, log)
+    try:
+        records = _read_topic(config, config.topics.detections.name, until=10 * total, timeout_s=150, frames=total)
+        keys = {DetectionsRecord.from_bytes(r.value).frame_key for r in records}  # type: ignore[attr-defined]
+        indices = {DetectionsRecord.from_bytes(r.value).frame_index for r in records}  # type: ignore[attr-defined]
+        assert indices == set(range(total)), f"missing frames {sorted(set(range(total)) - indices)}"
+        assert len(keys) == total  # duplicates allowed, identified by the frame ref
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        second.kill()
+    assert "finishing the current batch" in log.read_text()
