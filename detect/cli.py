@@ -13,6 +13,7 @@ from types import FrameType
 
 from detect.detector import Detector, Thresholds
 from detect.preprocess import decode_jpeg
+from detect.results import detections_json
 from models import Registry
 from vigil.config import VigilConfig
 from vigil.errors import ContractError
@@ -92,19 +93,37 @@ def predict_main(args: argparse.Namespace) -> int:
         for path, image, detections in zip(chunk, images, detector(images), strict=True):
             names = detector.names_of(detections)
             if args.json:
-                print(json.dumps({
-                    "image": str(path),
-                    "width": int(image.shape[1]),
-                    "height": int(image.shape[0]),
-                    "model": {"name": detector.manifest.name, "version": detector.manifest.version},
-                    "boxes": [[round(float(v), 2) for v in box] for box in detections.xyxy],
-                    "class_ids": [int(c) for c in detections.class_id],
-                    "class_names": list(names),
-                    "scores": [round(float(s), 5) for s in detections.confidence],
-                }))  # fmt: skip
+                print(json.dumps(detections_json(detector, image, detections, str(path))))
             else:
                 print(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(detections)} detections")
                 for box, name, score in zip(detections.xyxy, names, detections.confidence, strict=True):
                     x1, y1, x2, y2 = (round(float(v), 1) for v in box)
                     print(f"  {name:<14} {float(score):.2f}  [{x1}, {y1}, {x2}, {y2}]")
     return 1 if failed else 0
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """`vigil serve`: the on-demand detection API, protected by `detect.http.token`."""
+    from detect.http_api import DetectionApi
+    from vigil.health import Health
+    from vigil.metrics_server import serve_process_metrics
+
+    config = resolve_config(args.config, args.log_level)
+    health = Health()
+    metrics = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
+    detector = load_detector(config)
+    health.set("model", True, f"{detector.manifest.name} on {detector.provider}")
+    api = DetectionApi(detector, config.detect.http)
+    api.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"detection API on {api.url}/v1/detect (bearer token from detect.http.token)", file=sys.stderr, flush=True)
+    stop.wait()
+    api.stop()
+    metrics.stop()
+    return 0

@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--iou", type=float, help="NMS IoU threshold override")
     predict.set_defaults(handler=_lazy("detect.cli:predict_main"))
 
+    serve = sub.add_parser("serve", help="on-demand detection over HTTP (bearer token from detect.http.token)")
+    _add_config(serve, required=False)
+    serve.set_defaults(handler=_lazy("detect.cli:serve_main"))
+
     # -- models ------------------------------------------------------------------------------------
     models = sub.add_parser("models", help="the model registry: list, verify, export")
     models.add_argument("--models-dir", default=None, help="registry folder (default: detect.models_dir)")

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from vigil.config.base import Section
 
 Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
+
+
+class HttpApiConfig(Section):
+    """On-demand detection over HTTP (`vigil serve`): POST an image, get its detections."""
+
+    host: str = Field("127.0.0.1", title="Listen address of the detection API")
+    port: int = Field(8600, ge=0, le=65535, title="Port of the detection API (0: any free port)")
+    token: SecretStr | None = Field(
+        None, title="Bearer token clients must send; write ${VIGIL_API_TOKEN} rather than the token"
+    )
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, title="Larger request bodies are refused with 413"
+    )
+
+    @model_validator(mode="after")
+    def _token_strong_enough(self) -> HttpApiConfig:
+        # Checked on use too (no token: the API refuses to start); here only its strength.
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters; generate one with `openssl rand -hex 24`")
+        return self
 
 
 class DetectConfig(Section):
@@ -41,6 +61,7 @@ class DetectConfig(Section):
         False, title="Accept frames from cameras not in this config instead of dead-lettering them"
     )
     group_id: str = Field("vigil-detect", min_length=1, max_length=255, title="Kafka consumer group of workers")
+    http: HttpApiConfig = Field(default_factory=HttpApiConfig, title="On-demand detection API (`vigil serve`)")
 
     @model_validator(mode="after")
     def _providers(self) -> DetectConfig:
