@@ -65,8 +65,14 @@ def default_deploy_dir() -> Path:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, base64url without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """A KRaft cluster id: 16 random bytes, base64url without padding (22 characters).
+
+    Like Kafka's own `Uuid.randomUuid()`, never one starting with '-': the storage tool's argument
+    parser would take it for an option (about 1 id in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
@@ -315,7 +321,7 @@ class EmbeddedBroker:
         jars = jars or self.fetch()
         self._say(f"formatting broker storage in {self.data_dir} ...")
         command = self._java_command(
-            jars, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(self.properties_file),
+            jars, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}", "-c", str(self.properties_file),
             heap_mb=256,
         )  # fmt: skip
         try:
