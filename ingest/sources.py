@@ -241,6 +241,9 @@ class ReplaySource:
         self._images: list[Path] = []
         self._next = 0
         self._pass_start: float | None = None
+        # The recording's own clock, anchored at the wall time the replay started (see `read`).
+        self._epoch_ns: int | None = None
+        self._loop_offset_ns = 0
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -307,6 +310,7 @@ class ReplaySource:
         if image is None:
             if not self.loop or self._next == self.start_frame:
                 return None
+            self._loop_offset_ns += round((self._next - self.start_frame) * 1e9 / self.fps)
             self._rewind()
             image = self._decode_next()
             if image is None:
@@ -321,11 +325,16 @@ class ReplaySource:
             delay = self._pass_start + offset_s - now
             if delay > 0:
                 self._sleep(delay)
+        # Capture time follows the footage, not the reader: frame n is stamped epoch + n / fps. Paced,
+        # that is the wall clock; fast, frames are stamped as the camera would have, so the tracker
+        # and rule timers (dwell, end_after_s) see the footage's real timing however fast it is read.
+        if self._epoch_ns is None:
+            self._epoch_ns = time.time_ns()
         return CapturedFrame(
             image=image,
             media_ns=round(index * 1e9 / self.fps),
             frame_index=index,
-            capture_ns=time.time_ns(),
+            capture_ns=self._epoch_ns + self._loop_offset_ns + round(offset_s * 1e9),
         )
 
     def close(self) -> None:
