@@ -12,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("ingest", "detect", "alerts")
 HEAVY = ("torch", "ultralytics")
+# vigil/eval modules that run the stages (CLI wiring); every other eval module is pure scoring.
+EVAL_WIRING = frozenset({"cli.py", "pipeline.py", "run.py", "tune.py"})
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -33,6 +35,8 @@ def test_import_rules(package: str) -> None:
     for path in sorted((REPO / package).rglob("*.py")):
         if package == "vigil" and path.name == "cli.py":
             continue  # the CLI wiring imports stages lazily, by name, per subcommand
+        if package == "vigil" and path.parent.name == "eval" and path.name in EVAL_WIRING:
+            continue  # `vigil eval` / `vigil tune` drive the stages, like the CLI (imported only by them)
         bad = imported_roots(path) & (forbidden | (set(HEAVY) if not path.name.startswith("export") else set()))
         if bad:
             offenders.append(f"{path.relative_to(REPO)} imports {sorted(bad)}")
@@ -59,3 +63,17 @@ def test_modules_stay_small() -> None:
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > 650
     ]
     assert not big, big
+
+
+def test_eval_scoring_modules_import_no_stage() -> None:
+    """groundtruth, scoring, events and report stay usable without any stage installed."""
+    scoring = [p for p in sorted((REPO / "vigil" / "eval").glob("*.py")) if p.name not in EVAL_WIRING]
+    assert {p.name for p in scoring} >= {"groundtruth.py", "scoring.py", "events.py", "report.py"}
+    offenders = [f"{p.name} imports {sorted(bad)}" for p in scoring if (bad := imported_roots(p) & {*STAGES, "models"})]
+    assert not offenders, offenders
+    # ...nor through the wiring modules: importing them must not be needed by the scoring ones.
+    wiring = {f"vigil.eval.{Path(n).stem}" for n in EVAL_WIRING}
+    for path in scoring:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not modules & wiring, f"{path.name} imports {sorted(modules & wiring)}"

@@ -1,0 +1,163 @@
+"""`vigil eval` and `vigil tune` end to end on the shared TUD clips with yolox_nano: the real
+pipeline (replay, detect and alerts child processes) on the real broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+import yaml
+
+from vigil.cli import build_parser, main
+from vigil.config import VigilConfig
+from vigil.eval.cli import eval_main
+from vigil.eval.groundtruth import load_mot, mot_to_coco
+from vigil.eval.pipeline import EvalError, choose_target, run_configs
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def clip(shared: Path, name: str) -> tuple[Path, Path]:
+    folder = shared / "footage" / name
+    return folder / f"{name}.mp4", folder / "gt.txt"
+
+
+def write_config(folder: Path, bootstrap: str) -> Path:
+    """examples/eval.yaml on the test broker, with this module's own topic and group names."""
+    data = yaml.safe_load((REPO / "examples" / "eval.yaml").read_text())
+    stem = f"eval-{uuid.uuid4().hex[:8]}"
+    data["kafka"] = {"bootstrap_servers": [bootstrap], "bootstrap_timeout_ms": 5000}
+    for key in data["topics"]:
+        data["topics"][key]["name"] = f"{stem}.{key}"
+    data["detect"].update(group_id=f"{stem}-detect", models_dir=str(REPO / "models"))
+    data["alerts"]["group_id"] = f"{stem}-alerts"
+    path = folder / "eval.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def campus_run(kafka_bootstrap: str, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("eval")
+    config = write_config(folder, kafka_bootstrap)
+    video, gt = clip(shared_data, "TUD-Campus")
+    out = folder / "out"
+    code = main(["eval", "--video", str(video), "--gt", str(gt), "--config", str(config), "--out", str(out)])
+    assert code == 0
+    return {"out": out, "config": config, "report": json.loads((out / "report.json").read_text())}
+
+
+@pytest.mark.broker
+def test_every_frame_is_scored_and_the_pipeline_loses_no_accuracy(campus_run: dict[str, Any]) -> None:
+    report = campus_run["report"]
+    assert (report["frames_expected"], report["frames_scored"]) == (71, 71)
+    pipeline, bare = report["pipeline"]["overall"], report["bare_model"]["overall"]
+    assert pipeline["gt_boxes"] == 359  # every labelled box of the clip took part
+    assert pipeline["ap50"] > 0.5  # yolox_nano finds most of these pedestrians
+    assert abs(pipeline["ap50"] - bare["ap50"]) <= 0.005, (pipeline["ap50"], bare["ap50"])
+    assert abs(report["ap50_lost_by_pipeline"] - (bare["ap50"] - pipeline["ap50"])) < 1e-12
+    assert 0 < pipeline["precision"] <= 1 and 0 < pipeline["recall"] <= 1
+    assert report["pipeline"]["threshold"] == 0.3  # P/R/F1 at the configured threshold, not the eval's
+
+
+@pytest.mark.broker
+def test_latency_throughput_and_alerts_are_reported(campus_run: dict[str, Any]) -> None:
+    report = campus_run["report"]
+    latency = report["latency_ms"]["capture_to_detection"]
+    assert latency["count"] == 71 and 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert report["throughput"]["pipeline_fps"] > 1 and report["throughput"]["wall_s"] > 0
+    events = report["events"]
+    assert events["gt_events"] > 0 and events["alerts"] > 0  # people walk in the zone from the first frames
+    assert report["latency_ms"]["capture_to_alert"]["count"] == events["alerts"]
+    assert 0 < events["event_recall"] <= 1
+    assert all(1 <= a["start_frame"] <= 71 for a in events["fired"])
+
+
+@pytest.mark.broker
+def test_report_files_and_plots(campus_run: dict[str, Any]) -> None:
+    out: Path = campus_run["out"]
+    assert "| pipeline (Kafka + JPEG) |" in (out / "report.md").read_text()
+    for name in ("pr_curve.png", "latency.png", "timeline.png"):
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_MAGIC, name
+        image = cv2.imread(str(path))
+        assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, name
+    for log in ("detect.log", "alerts.log", "replay.log"):
+        assert (out / "logs" / log).is_file()
+
+
+@pytest.mark.broker
+def test_coco_ground_truth_gives_the_same_scores(campus_run: dict[str, Any], shared_data: Path, tmp_path: Path) -> None:
+    video, gt = clip(shared_data, "TUD-Campus")
+    coco = tmp_path / "campus.json"
+    coco.write_text(json.dumps(mot_to_coco(load_mot(gt))))
+    out = tmp_path / "out"
+    argv = ["eval", "--video", str(video), "--gt", str(coco), "--config", str(campus_run["config"]), "--out", str(out)]
+    assert main([*argv, "--no-bare"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames_scored"] == 71 and report["bare_model"] is None
+    mot_ap = campus_run["report"]["pipeline"]["overall"]["ap50"]
+    assert abs(report["pipeline"]["overall"]["ap50"] - mot_ap) <= 0.005
+
+
+@pytest.mark.broker
+def test_missing_frames_are_named_on_timeout(campus_run: dict[str, Any], shared_data: Path, tmp_path: Path) -> None:
+    video, gt = clip(shared_data, "TUD-Campus")
+    argv = ["eval", "--video", str(video), "--gt", str(gt), "--config", str(campus_run["config"])]
+    args = build_parser().parse_args([*argv, "--out", str(tmp_path), "--timeout", "0.01", "--no-bare"])
+    with pytest.raises(EvalError, match=r"replay did not finish|frames have a detections record; missing frame_index"):
+        eval_main(args)
+
+
+@pytest.mark.broker
+def test_tune_on_campus_holds_on_stadtmitte(campus_run: dict[str, Any], shared_data: Path, tmp_path: Path) -> None:
+    video, gt = clip(shared_data, "TUD-Campus")
+    check_video, check_gt = clip(shared_data, "TUD-Stadtmitte")
+    result_path = tmp_path / "tune.json"
+    argv = ["tune", "--video", str(video), "--gt", str(gt), "--config", str(campus_run["config"])]
+    argv += ["--check-video", str(check_video), "--check-gt", str(check_gt), "--json", str(result_path)]
+    assert main(argv) == 0
+    result = json.loads(result_path.read_text())
+    assert result["tuned"]["f1"] >= result["default"]["f1"]  # on the clip it was tuned on
+    check = result["check"]
+    assert check["tuned"]["f1"] >= check["default"]["f1"], check
+    assert result["tuned_rule"]["event_f1"] >= result["default_rule"]["event_f1"]
+    assert 0.05 <= result["tuned"]["conf"] <= 0.9 and result["rule"] == "person-left"
+
+
+# ---------------------------------------------------------------------------------------------- no broker
+
+
+def _config(rules: list[dict[str, Any]], zones: list[dict[str, Any]]) -> VigilConfig:
+    return VigilConfig.model_validate(
+        {
+            "cameras": [{"id": "cam", "kind": "replay", "url": "x.mp4", "zones": zones}],
+            "alerts": {"rules": rules},
+        }
+    )
+
+
+def test_run_configs_are_unique_and_lossless() -> None:
+    zone = {"name": "z", "polygon": [[0, 0], [1, 0], [1, 1]], "units": "fraction"}
+    config = _config([{"name": "r", "zone": "z"}], [zone])
+    target = choose_target(config, "/v.mp4", None, None)
+    assert target.camera.id == "cam" and target.rule is not None and target.zone is not None
+    a, b = run_configs(config, target, 0.01, None), run_configs(config, target, 0.01, None)
+    assert a.stages.topics.frames.name != b.stages.topics.frames.name
+    assert a.stages.detect.group_id != config.detect.group_id
+    assert a.stages.detect.max_age_s >= 3600 and a.stages.detect.conf_threshold == 0.01
+    assert a.threshold == config.detect.conf_threshold
+    assert a.alerts.topics.detections.name.endswith(".alerting") and a.alerts.alerts.webhooks == []
+
+
+def test_bad_rule_or_camera_is_refused() -> None:
+    config = _config([{"name": "r"}], [])
+    with pytest.raises(EvalError, match="--rule 'nope' is not in the config's alerts.rules"):
+        choose_target(config, "/v.mp4", None, "nope")
+    with pytest.raises(EvalError, match="--camera 'other' is not in the config's cameras"):
+        choose_target(config, "/v.mp4", "other", None)

@@ -1,0 +1,217 @@
+"""`vigil eval`: score the pipeline's run of a recording, and the bare model on the same frames.
+
+CLI wiring (imports the detect and ingest stages): the scoring itself is `scoring.py` and `events.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.config import VigilConfig
+from vigil.detections import Detections
+from vigil.eval.events import FiredAlert, ground_truth_events, match_events
+from vigil.eval.groundtruth import GroundTruth, load_coco, load_mot
+from vigil.eval.pipeline import EvalError, EvalTarget, PipelineResult
+from vigil.eval.report import EvalReport, LatencyStats
+from vigil.eval.scoring import DetectionScores, score_detections
+
+
+def load_ground_truth(path: str, fmt: str | None) -> GroundTruth:
+    """MOT `gt.txt` or COCO JSON; the format follows the file name when not given."""
+    kind = fmt or ("coco" if path.lower().endswith(".json") else "mot")
+    return load_coco(path) if kind == "coco" else load_mot(path)
+
+
+def subset(gt: GroundTruth, numbers: list[int]) -> GroundTruth:
+    """The ground truth of the frames that were sent to detection (all of them unless --fps samples)."""
+    wanted = [n for n in numbers if n in set(gt.frame_numbers)]
+    frames = {n: gt.frames[n] for n in wanted if n in gt.frames}
+    return GroundTruth(frames, gt.class_names, gt.width, gt.height, gt.fps, gt.source, wanted)
+
+
+def to_gt_pixels(dets: Detections, width: int, height: int, gt: GroundTruth) -> Detections:
+    """Boxes of a (possibly downscaled, camera.max_width) frame in the labelled image's pixels."""
+    if gt.width is None or gt.height is None or (gt.width, gt.height) == (width, height):
+        return dets
+    scale = np.array([gt.width / width, gt.height / height] * 2, np.float32)
+    return Detections(dets.xyxy * scale, dets.confidence, dets.class_id)
+
+
+def pipeline_predictions(result: PipelineResult, gt: GroundTruth) -> dict[int, Detections]:
+    """Ground-truth frame number (frame_index + 1) -> detections, in ground-truth pixels."""
+    return {
+        index + 1: to_gt_pixels(r.detections, r.width, r.height, gt) for index, r in result.by_frame_index().items()
+    }
+
+
+def fired_alerts(result: PipelineResult, target: EvalTarget, gt: GroundTruth) -> list[FiredAlert]:
+    """The rule's `started` alerts, each at the frame it started on (its frame ref; else its capture time)."""
+    if target.rule is None:
+        return []
+    by_key = {key: r for key, r in result.records.items()}
+    by_capture = {result.relayed_capture_ns.get(k, r.capture_ns): r for k, r in result.records.items()}
+    ended = {a.alert_id: a for a in result.alerts if a.event == "ended"}
+    fired = []
+    for alert in result.alerts:
+        if alert.event != "started" or alert.rule != target.rule.name or alert.camera_id != target.camera.id:
+            continue
+        ref = alert.frame
+        record = by_key.get(f"{ref.topic}/{ref.partition}/{ref.offset}") or by_capture.get(alert.first_seen_ns)
+        if record is None or record.frame_index is None:
+            raise EvalError(f"alert {alert.alert_id} refers to frame {ref} that has no detections record")
+        box = to_gt_pixels(
+            Detections(np.array([alert.box], np.float32), np.ones(1, np.float32), np.zeros(1, np.int32)),
+            record.width,
+            record.height,
+            gt,
+        ).xyxy[0]
+        end = ended.get(alert.alert_id)
+        end_record = by_capture.get(end.last_seen_ns) if end is not None else None
+        fired.append(
+            FiredAlert(
+                alert.alert_id,
+                record.frame_index + 1,
+                (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                end_record.frame_index + 1 if end_record is not None and end_record.frame_index is not None else None,
+            )
+        )
+    return fired
+
+
+def read_frames(video: Path, indices: set[int] | None = None) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    """(frame_index, BGR image) of a recording, decoded as the replay source decodes it."""
+    from ingest.sources import ReplaySource
+
+    source = ReplaySource(str(video), realtime=False)
+    source.open()
+    try:
+        while (frame := source.read()) is not None:
+            if indices is None or frame.frame_index in indices:
+                yield frame.frame_index, frame.image
+    finally:
+        source.close()
+
+
+def bare_predictions(
+    config: VigilConfig,
+    model: str | None,
+    eval_conf: float,
+    video: Path,
+    indices: set[int],
+    gt: GroundTruth,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[int, Detections], str]:
+    """The model called directly on the decoded frames (no JPEG, no Kafka): GT frame -> detections."""
+    from detect.cli import load_detector
+
+    detector = load_detector(config, model, conf=eval_conf)
+    out: dict[int, Detections] = {}
+    batch: list[tuple[int, npt.NDArray[np.uint8]]] = []
+
+    def run() -> None:
+        for (index, image), dets in zip(batch, detector([im for _, im in batch]), strict=True):
+            out[index + 1] = to_gt_pixels(dets, image.shape[1], image.shape[0], gt)
+        batch.clear()
+        if progress is not None:
+            progress(len(out))
+
+    for item in read_frames(video, indices):
+        batch.append(item)
+        if len(batch) >= config.detect.batch_size:
+            run()
+    if batch:
+        run()
+    return out, f"{detector.manifest.name} ({detector.manifest.version})"
+
+
+@dataclass
+class Scored:
+    pipeline: DetectionScores
+    bare: DetectionScores | None
+
+
+def build_report(
+    video: Path,
+    gt_path: str,
+    gt: GroundTruth,
+    fps: float,
+    model_name: str,
+    target: EvalTarget,
+    result: PipelineResult,
+    bare: dict[int, Detections] | None,
+    class_names: tuple[str, ...],
+) -> EvalReport:
+    numbers = sorted(index + 1 for index in result.by_frame_index())
+    scored_gt = subset(gt, numbers)
+    pipeline = score_detections(scored_gt, pipeline_predictions(result, gt), class_names, result.threshold)
+    bare_scores = score_detections(scored_gt, bare, class_names, result.threshold) if bare is not None else None
+    events = None
+    notes = [
+        f"AP uses every box the detector kept at the evaluation threshold; precision/recall/F1 use boxes with "
+        f"confidence >= detect.conf_threshold = {result.threshold}.",
+    ]
+    if target.rule is not None:
+        gt_events = ground_truth_events(gt, target.zone, target.rule, fps)
+        events = match_events(gt, gt_events, fired_alerts(result, target, gt), fps)
+        notes.append(f"Alerts scored for rule {target.rule.name!r} (zone {target.zone.name if target.zone else '-'}).")
+    else:
+        notes.append("The config has no alert rule: alert-level results are not computed.")
+    if len(numbers) != len(gt.frame_numbers):
+        notes.append(f"{len(numbers)} of the {len(gt.frame_numbers)} labelled frames were sent to detection.")
+    # Capture (of the frame the alert started on) to the alert record's Kafka timestamp.
+    started = [
+        (result.alert_time_ns[a.webhook_id] - record.capture_ns) / 1e6
+        for a in result.alerts
+        if a.event == "started" and a.webhook_id in result.alert_time_ns
+        for record in [result.records.get(f"{a.frame.topic}/{a.frame.partition}/{a.frame.offset}")]
+        if record is not None
+    ]
+    latencies = [(r.produced_ns - r.capture_ns) / 1e6 for r in result.records.values()]
+    return EvalReport(
+        video=str(video),
+        ground_truth=gt_path,
+        model=model_name,
+        frames_expected=result.frames_published,
+        frames_scored=len(scored_gt.frame_numbers),
+        threshold=result.threshold,
+        pipeline=pipeline,
+        bare=bare_scores,
+        events=events,
+        capture_to_detection=LatencyStats.of(latencies),
+        capture_to_alert=LatencyStats.of(started),
+        pipeline_fps=len(result.records) / result.wall_s,
+        wall_s=result.wall_s,
+        notes=notes,
+    )
+
+
+def progress_line(label: str) -> Callable[[int, int | None], None]:
+    """Plain stderr text updated in place: '\\r<label> 40/71 frames'."""
+
+    last: list[tuple[int, int | None]] = []
+
+    def show(done: int, total: int | None) -> None:
+        # Every 10th frame and the last: a redirected stderr gets a readable log, not every frame.
+        if last and (last[0] == (done, total) or (done % 10 and done != total)):
+            return
+        last[:] = [(done, total)]
+        sys.stderr.write(f"\r {label} {done}/{total if total is not None else '?'} frames   ")
+        sys.stderr.flush()
+
+    return show
+
+
+def video_fps(video: Path) -> float:
+    """The recording's true frame rate as replay sees it (seqinfo.ini, else the container)."""
+    from ingest.sources import ReplaySource
+
+    source = ReplaySource(str(video), realtime=False)
+    source.open()
+    source.close()
+    return source.fps
