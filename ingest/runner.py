@@ -32,7 +32,8 @@ class IngestRunner:
     """`start()`, then `stop()` (or `wait()` for recordings to end). `stats()` any time.
 
     `lossless=True` (replay) makes each queue block the reader instead of dropping, so every
-    frame of a recording is published however slow Kafka is.
+    frame of a recording is published however slow Kafka is; cameras that are recordings with
+    `replay.realtime: false` are always lossless.
     """
 
     def __init__(
@@ -51,7 +52,12 @@ class IngestRunner:
         self._cameras: list[_Camera] = []
         for camera in cameras:
             counters = CameraCounters(camera.id, metrics)
-            queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(camera.queue_size, block_when_full=lossless)
+            # A recording read as fast as possible is for evaluation: it must lose nothing. Paced
+            # replays stand in for live cameras and drop the oldest frame like them.
+            fast_replay = camera.kind == "replay" and not camera.replay.realtime
+            queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(
+                camera.queue_size, block_when_full=lossless or fast_replay
+            )
             worker = CameraWorker.from_config(
                 camera, queue, counters, self.stop_event,
                 source=(sources or {}).get(camera.id), sample_fps=sample_fps,
