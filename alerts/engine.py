@@ -33,14 +33,18 @@ class CameraPipeline:
         self.camera_id = camera_id
         self.tracker = ByteTracker(alerts.tracker)
         self.rules = CameraRules(camera_id, rules, alerts.rate_limit_per_minute, alerts.snapshot)
-        self.last_seq: int | None = None
-        self.last_frame_key: str | None = None
+        # Last frames-topic offset processed, per frames partition. A camera's frames are keyed to
+        # one partition, so offsets only grow; a record for an offset already passed is an
+        # at-least-once repeat (a detect worker or this aggregator redoing work after a crash).
+        # Not `seq`: it restarts from 0 whenever ingest restarts.
+        self.last_offsets: dict[tuple[str, int], int] = {}
 
     def process(self, record: DetectionsRecord, now_ns: int) -> list[AlertRecord] | None:
         """Alerts caused by this record, or None when it is a duplicate and was ignored."""
-        if record.frame_key == self.last_frame_key or (self.last_seq is not None and record.seq <= self.last_seq):
+        where = (record.frame.topic, record.frame.partition)
+        if record.frame.offset <= self.last_offsets.get(where, -1):
             return None
-        self.last_seq, self.last_frame_key = record.seq, record.frame_key
+        self.last_offsets[where] = record.frame.offset
         d = record.detections
         dets = Detections(
             xyxy=d.xyxy,

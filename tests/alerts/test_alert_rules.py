@@ -105,6 +105,22 @@ def test_duplicate_and_older_records_are_ignored() -> None:
     assert engine.counters.duplicates == 3
 
 
+def test_an_ingest_restart_resets_seq_but_not_the_alerts() -> None:
+    """Ingest numbers frames from 0 again after a restart; the frames topic's offsets keep growing,
+    and only a repeated offset is a duplicate."""
+    from dataclasses import replace
+
+    from vigil.contracts import FrameRef
+
+    engine = AlertEngine(alerts_config(min_frames=2, end_after_s=0.5), [camera()])
+    before = [record(i, [IN]) for i in range(4)]
+    # After the restart: seq 0, 1, ... again, frames at offsets 4, 5, ... and later capture times.
+    after = [replace(record(i + 10, []), seq=i, frame=FrameRef("frames", 0, 4 + i)) for i in range(6)]
+    events = [a.event for r in before + after + [after[-1]] for a in engine.process(r, 0)]
+    assert events == ["started", "ended"]
+    assert engine.counters.duplicates == 1
+
+
 @pytest.mark.parametrize(
     ("units", "polygon", "frame_wh", "expected"),
     [
