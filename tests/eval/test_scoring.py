@@ -12,10 +12,11 @@ import pytest
 from vigil.coco import COCO_CLASSES
 from vigil.config import RuleConfig, ZoneConfig
 from vigil.detections import Detections
-from vigil.eval.events import FiredAlert, ground_truth_events, match_events, points_in_polygon
+from vigil.eval.events import FiredAlert, ground_truth_events, match_events
 from vigil.eval.groundtruth import GroundTruth, GroundTruthError, load_coco, load_mot, mot_to_coco
 from vigil.eval.report import EvalReport, LatencyStats
-from vigil.eval.scoring import box_iou, match_frame, score_detections
+from vigil.eval.scoring import match_frame, score_detections
+from vigil.geometry import box_iou, points_in_polygon
 
 FOOTAGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "footage"
 

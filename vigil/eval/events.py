@@ -10,28 +10,13 @@ import numpy.typing as npt
 
 from vigil.config import RuleConfig, ZoneConfig
 from vigil.eval.groundtruth import GroundTruth
-from vigil.eval.scoring import box_iou
+from vigil.geometry import box_iou, points_in_polygon, polygon_pixels
 
 
-def points_in_polygon(points: npt.NDArray[np.float32], polygon: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """Even-odd rule for (N, 2) points against an (M, 2) polygon, vectorised over points and edges."""
-    x, y = points[:, 0:1], points[:, 1:2]
-    x1, y1 = polygon[:, 0], polygon[:, 1]
-    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
-    crosses = (y1 > y) != (y2 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-    inside: npt.NDArray[np.bool_] = (np.sum(crosses & (x < x_at), axis=1) % 2) == 1
-    return inside
-
-
-def zone_polygon(zone: ZoneConfig | None, width: int, height: int) -> npt.NDArray[np.float32]:
+def zone_polygon(zone: ZoneConfig | None, width: int, height: int) -> npt.NDArray[np.float64]:
     if zone is None:
-        return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-    polygon = np.array(zone.polygon, np.float32)
-    if zone.units == "fraction":
-        polygon *= np.array([width, height], np.float32)
-    return polygon
+        return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    return polygon_pixels(zone.polygon, zone.units, (width, height))
 
 
 @dataclass(frozen=True)

@@ -13,20 +13,7 @@ import numpy.typing as npt
 
 from vigil.detections import Detections
 from vigil.eval.groundtruth import GroundTruth, GroundTruthError
-
-
-def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
-    if a.size == 0 or b.size == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: npt.NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0).astype(np.float32)
-    return result
+from vigil.geometry import box_iou
 
 
 @dataclass
