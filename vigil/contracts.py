@@ -334,6 +334,8 @@ class DetectionsRecord:
                 f"boxes ({len(boxes)}), class_ids ({len(class_ids)}), scores ({len(scores)}) and "
                 f"class_names ({len(names)}) must have the same length"
             )
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in class_ids):
+            raise ContractError("class_ids must be non-negative integers")
         try:
             xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             conf = np.asarray(scores, dtype=np.float32)
@@ -344,6 +346,8 @@ class DetectionsRecord:
             raise ContractError("boxes and scores must be finite numbers, 4 per box")
         model = _get(obj, "model", dict)
         image = _get(obj, "image", dict)
+        if _get(obj, "seq", int) < 0:
+            raise ContractError("field 'seq' must be >= 0")
         media_ns = obj.get("media_ns")
         frame_index = obj.get("frame_index")
         return cls(
@@ -368,8 +372,10 @@ class DetectionsRecord:
 
 @dataclass(frozen=True)
 class AlertRecord:
-    """One alert lifecycle event. `alert_id` is deterministic (camera, rule, track, start), so a
-    repeat after a restart is recognisable; the webhook id is `alert_id` + event."""
+    """One alert lifecycle event. `alert_id` is deterministic: a hash of camera, rule, the capture
+    time of the first frame that satisfied the rule, class and box (not the track id, which a
+    restarted tracker numbers anew), so a repeat after a restart carries the same id. The webhook
+    id is `alert_id` + event (+ `update_seq` for updates)."""
 
     alert_id: str
     event: AlertEvent
@@ -496,7 +502,8 @@ class DeadLetter:
     def to_headers(self) -> Headers:
         original = [(k, v) for k, v in self.headers if k not in DLQ_HEADERS]
         return original + [
-            ("dlq-reason", self.reason.encode("utf-8", "replace")[:4096]),
+            # Cut the text, not its bytes: a multi-byte character split in two is not UTF-8.
+            ("dlq-reason", self.reason[:2000].encode("utf-8", "replace")),
             ("dlq-stage", self.stage.encode()),
             ("dlq-topic", self.topic.encode()),
             ("dlq-partition", str(self.partition).encode()),

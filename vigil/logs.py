@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
 from vigil.config import VigilConfig
-from vigil.redact import SecretFilter
+from vigil.redact import SecretFilter, url_secrets
 
 _FILTER = SecretFilter()
 
@@ -17,17 +16,17 @@ _FILTER = SecretFilter()
 def config_secrets(config: VigilConfig) -> list[str]:
     """Every secret value in a loaded config, so the log filter can mask it wherever it appears.
 
-    A camera URL is a secret as a whole, but its host is harmless and useful in logs: for URLs
-    only the password is registered (the URL redactor masks it wherever a URL is printed)."""
+    A camera URL is a secret as a whole, but its host and path are useful in logs: for it only the
+    password is registered (the URL redactor masks it wherever a URL is printed). A webhook URL
+    often carries its token in the path, so its path and query are registered too."""
     found: list[str] = []
+    webhook_urls = {hook.url.get_secret_value() for hook in config.alerts.webhooks}
 
     def walk(value: object) -> None:
         if isinstance(value, SecretStr):
             secret = value.get_secret_value()
             if "://" in secret:
-                password = urlsplit(secret).password
-                if password:
-                    found.append(password)
+                found.extend(url_secrets(secret, path_is_secret=secret in webhook_urls))
             else:
                 found.append(secret)
         elif isinstance(value, list | tuple):

@@ -44,10 +44,18 @@ class Service:
     restarts: int = 0
     next_start: float = 0.0
     finished: bool = False  # exited 0 by itself (ingest after its recordings ended)
+    started_at: float = 0.0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass  # it exited between poll() and the signal: what stopping wanted anyway
 
 
 def _free_port() -> int:
@@ -195,6 +203,7 @@ class Stack:
             service.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         service.process = process
+        service.started_at = time.monotonic()
         assert process.stdout is not None
         threading.Thread(target=_pump, args=(service.name, process.stdout), daemon=True).start()
         log.debug("started %s (pid %d, metrics %s)", service.name, process.pid, service.url)
@@ -211,6 +220,9 @@ class Stack:
                 continue
             code = process.poll()
             if code is None:
+                # Crashes far apart are not a crash loop: a minute up earns a clean slate.
+                if service.restarts and now - service.started_at > 60:
+                    service.restarts = 0
                 continue
             if code == 0 and service.name == "ingest":
                 service.finished = True
@@ -227,14 +239,14 @@ class Stack:
     def stop(self, timeout_s: float = 20.0) -> None:
         live = [s.process for s in self.services if s.process is not None and s.process.poll() is None]
         for process in live:
-            os.killpg(process.pid, signal.SIGTERM)
+            _signal_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for process in live:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 print(f"pid {process.pid} did not stop in {timeout_s:.0f}s: killing it", file=sys.stderr)
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         if self.broker is not None and self.started_broker:
             self.broker.stop()

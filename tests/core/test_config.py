@@ -178,6 +178,27 @@ CASES = [
         "line 4: cameras[0].url: environment variable CAM_PASS is not set",
         id="env-missing",
     ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: "rtsp://admin:pa#ss@cam/s"
+        """,
+        "cameras[0]: the password in url contains '#', '/', '?' or '@': percent-encode them",
+        id="password-needs-percent-encoding",
+    ),
+    pytest.param(
+        """
+        cameras:
+          - id: a
+            url: rtsp://cam/s
+            max_width: 1280
+            zones:
+              - {name: drive, polygon: [[0, 0], [1900, 0], [1900, 1000]]}
+        """,
+        "cameras[0]: zone(s) ['drive'] have vertices right of max_width=1280",
+        id="pixel-zone-beyond-max-width",
+    ),
     pytest.param("cameras: [\n", "<yaml>: not valid YAML", id="yaml-syntax"),
     pytest.param("- a\n- b\n", "line 1: <root>: the config must be a mapping of sections", id="not-a-mapping"),
 ]

@@ -111,6 +111,8 @@ def test_empty_detections_round_trip() -> None:
         (lambda o: o.update(boxes=[[1, 2, 3]] * 3), "boxes must be"),
         (lambda o: o["frame"].pop("offset"), "missing field frame.'offset'"),
         (lambda o: o["timings_ms"].update(infer="x"), "timings_ms.'infer'"),
+        (lambda o: o.update(class_ids=[0.7, 1, 0]), "class_ids must be non-negative integers"),
+        (lambda o: o.update(seq=-1), "field 'seq' must be >= 0"),
     ],
 )
 def test_detections_record_rejects_malformed(edit, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -180,3 +182,10 @@ def test_dead_letter_of_a_dead_letter_does_not_stack_headers() -> None:
     second = DeadLetter.of(stored, "alerts", "still bad", 2)
     names = [name for name, _ in second.to_headers()]
     assert names.count("dlq-reason") == 1
+
+
+def test_dead_letter_reason_is_cut_as_text() -> None:
+    record = StubRecord("t", 0, 1, None, b"x")
+    letter = DeadLetter.of(record, "detect", "é" * 5000, 1)
+    stored = StubRecord("dlq", 0, 0, None, b"x", letter.to_headers())
+    assert DeadLetter.from_record(stored).reason == "é" * 2000

@@ -31,7 +31,9 @@ class RuleConfig(Section):
     name: str = Field(..., pattern=NAME_PATTERN, title="Rule name, unique")
     cameras: list[str] = Field(default_factory=list, title="Cameras the rule applies to; empty means all")
     zone: str | None = Field(None, title="Zone name (on each camera of the rule); none means the whole frame")
-    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1, title="Class names that count")
+    classes: list[str] = Field(
+        default_factory=lambda: ["person"], min_length=1, max_length=1000, title="Class names that count"
+    )
     min_confidence: float = Field(0.5, ge=0.0, le=1.0, title="Minimum detection confidence that counts")
     anchor: Literal["bottom_center", "center"] = Field(
         "bottom_center", title="Point of the box tested against the zone"

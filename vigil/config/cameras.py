@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from vigil.config.base import NAME_PATTERN, Section
+from vigil.redact import split_credentials
 
 
 class ZoneConfig(Section):
@@ -15,7 +16,9 @@ class ZoneConfig(Section):
         ..., min_length=3, max_length=256, title="Polygon vertices [[x, y], ...], at least 3"
     )
     units: Literal["pixels", "fraction"] = Field(
-        "pixels", title="Whether vertices are source pixels or 0-1 fractions of the frame"
+        "pixels",
+        title="Vertices in pixels of the published frame (after max_width), or 0-1 fractions of the frame "
+        "(fractions survive any resize)",
     )
 
     @model_validator(mode="after")
@@ -98,6 +101,20 @@ class CameraConfig(Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> CameraConfig:
         url = self.url.get_secret_value()
+        _, _, password, _ = split_credentials(url)
+        if password is not None and any(c in password for c in "#/?@"):
+            # FFmpeg cuts the URL at these characters; the message never repeats the password.
+            raise ValueError(
+                "the password in url contains '#', '/', '?' or '@': percent-encode them "
+                "(# as %23, / as %2F, ? as %3F, @ as %40)"
+            )
+        if self.max_width is not None:
+            wide = [z.name for z in self.zones if z.units == "pixels" and max(x for x, _ in z.polygon) > self.max_width]
+            if wide:
+                raise ValueError(
+                    f"zone(s) {wide} have vertices right of max_width={self.max_width}: pixel zones are in pixels "
+                    "of the published (resized) frame; scale them, or use units: fraction"
+                )
         if self.kind == "rtsp" and not url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
             raise ValueError("kind: rtsp needs an rtsp:// url; for a file set kind: replay")
         if self.reconnect_max_s < self.reconnect_initial_s:

@@ -75,7 +75,7 @@ class KafkaConfig(Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         None, title="SASL mechanism, required with SASL_* protocols"
     )
-    sasl_username: str | None = Field(None, title="SASL user name")
+    sasl_username: str | None = Field(None, min_length=1, max_length=256, title="SASL user name")
     sasl_password: SecretStr | None = Field(None, title="SASL password; write ${ENV_VAR} rather than the secret")
     ssl_cafile: str | None = Field(None, title="CA bundle for SSL")
     ssl_certfile: str | None = Field(None, title="Client certificate for mutual TLS")
