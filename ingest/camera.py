@@ -29,6 +29,13 @@ from vigil.errors import SourceError
 log = logging.getLogger(__name__)
 
 
+class FrameProcessingError(SourceError):
+    """A decoded frame that could not be processed (OpenCV refused to resize or encode it, the
+    motion detector got a shape it cannot use). Handled like a stream fault: a live camera is
+    reopened with backoff, since a decoder handing out bad frames usually recovers on reconnect;
+    a recording fails."""
+
+
 @dataclass
 class Backoff:
     """Exponential reconnect delay: initial, 2x, 4x, ... capped at `max_s`, each shortened by a
@@ -130,6 +137,8 @@ class CameraWorker:
         self._clock_ns = clock_ns
         self._live = source.kind == "rtsp"
         self._seq = 0
+        self._down_since: float | None = None  # monotonic time the live stream went down
+        self._attempts = 0  # reconnect attempts in the current outage
         self._thread: threading.Thread | None = None
         self.delays: list[float] = []  # reconnect delays taken, for tests and diagnostics
 
@@ -179,11 +188,18 @@ class CameraWorker:
     def _set_state(self, state: str) -> None:
         self.counters.set_state(state)
 
-    def _went_down(self, exc: SourceError, was_streaming: bool) -> None:
+    def _went_down(self, exc: SourceError, what: str) -> bool:
+        """The one place a camera goes down. A recording fails for good (returns False); a live
+        camera is marked reconnecting (returns True) and the caller waits its backoff. Logged
+        once per outage; further failures while it stays down are at DEBUG."""
+        if not self._live:
+            self._fail(exc)
+            return False
+        self._down_since = self._down_since or time.monotonic()
+        self._attempts += 1
         reason = str(exc)
         self.counters.last_error = reason
         if self.counters.state != "reconnecting":
-            what = "stream lost" if was_streaming else "cannot open"
             log.warning(
                 "camera %s: %s: %s; reconnecting with backoff %.1fs..%.0fs, logging again when it is back",
                 self.camera_id, what, reason, self.backoff.initial_s, self.backoff.max_s,
@@ -191,21 +207,31 @@ class CameraWorker:
             self._set_state("reconnecting")
         else:
             log.debug("camera %s: still down: %s", self.camera_id, reason)
+        return True
+
+    def _came_up(self) -> None:
+        self.backoff.reset()
+        if self._down_since is not None:
+            log.info(
+                "camera %s: streaming again after %.1fs down, %d reconnect attempts",
+                self.camera_id, time.monotonic() - self._down_since, self._attempts,
+            )  # fmt: skip
+        elif self.counters.state != "streaming":
+            log.info("camera %s: streaming from %s", self.camera_id, self.source.name)
+        self._down_since, self._attempts = None, 0
+        self.counters.last_error = None
+        self._set_state("streaming")
 
     def run(self) -> None:
-        down_since: float | None = None
-        attempts = 0
+        ended = False  # a clean exit; anything else escaping the loop leaves the camera "failed"
         try:
             while not self.stop_event.is_set():
                 try:
                     self.source.open()
                 except SourceError as exc:
-                    if not self._live:
-                        self._fail(exc)
+                    if not self._went_down(exc, "cannot open"):
+                        ended = True
                         return
-                    down_since = down_since or time.monotonic()
-                    attempts += 1
-                    self._went_down(exc, was_streaming=False)
                     self._wait_backoff()
                     continue
                 streaming = False
@@ -215,37 +241,50 @@ class CameraWorker:
                         if frame is None:
                             self._set_state("finished")
                             log.info("camera %s: %s ended", self.camera_id, self.source.name)
+                            ended = True
                             return
+                        self._process_guarded(frame)
+                        # Up only once a frame got through: a stream whose every frame fails
+                        # keeps its backoff growing and logs its outage once.
                         if not streaming:
                             streaming = True
-                            self.backoff.reset()
-                            if down_since is not None:
-                                log.info(
-                                    "camera %s: streaming again after %.1fs down, %d reconnect attempts",
-                                    self.camera_id, time.monotonic() - down_since, attempts,
-                                )  # fmt: skip
-                            elif self.counters.state != "streaming":
-                                log.info("camera %s: streaming from %s", self.camera_id, self.source.name)
-                            down_since, attempts = None, 0
-                            self.counters.last_error = None
-                            self._set_state("streaming")
-                        self.process(frame)
+                            self._came_up()
                 except SourceError as exc:
-                    if not self._live:
-                        self._fail(exc)
+                    if isinstance(exc, FrameProcessingError):
+                        what = "frame processing failed"
+                    else:
+                        what = "stream lost" if streaming else "no frame after opening"
+                    if not self._went_down(exc, what):
+                        ended = True
                         return
-                    down_since = down_since or time.monotonic()
-                    attempts += 1
-                    self._went_down(exc, was_streaming=streaming)
                 finally:
                     self.source.close()
                 if not self.stop_event.is_set():
                     self._wait_backoff()
+            ended = True
         except QueueClosed:
-            pass  # shutting down while a replay waited for room
+            ended = True  # shutting down while a replay waited for room
         finally:
-            if self.counters.state not in ("finished", "failed"):
+            if not ended and self.counters.state not in ("finished", "failed"):
+                # An unexpected error is on its way to threading's excepthook (traceback in the
+                # log); the camera must not look merely stopped to /readyz and the exit status.
+                self.counters.last_error = "capture thread crashed (traceback logged)"
+                self._set_state("failed")
+                log.error("camera %s: capture thread crashed; this camera is down until restart", self.camera_id)
+            elif self.counters.state not in ("finished", "failed"):
                 self._set_state("stopped")
+
+    def _process_guarded(self, frame: CapturedFrame) -> None:
+        """`process`, with the errors a bad frame can raise turned into a stream fault."""
+        try:
+            self.process(frame)
+        except (cv2.error, ValueError) as exc:
+            self.counters.inc("frame_errors")
+            kind = "cv2.error" if isinstance(exc, cv2.error) else type(exc).__name__
+            detail = " ".join(str(exc).split())  # cv2.error messages span several lines
+            raise FrameProcessingError(
+                f"frame {frame.frame_index} of shape {frame.image.shape} from {self.source.name}: {kind}: {detail}"
+            ) from exc
 
     def _wait_backoff(self) -> None:
         delay = self.backoff.next()

@@ -92,6 +92,11 @@ def ingest_main(args: argparse.Namespace) -> int:
             log.info("final: %s", stats.line())
     finally:
         server.stop()
+    failed = [stats.camera_id for stats in final if stats.state == "failed"]
+    if failed:
+        # A supervisor (systemd, Kubernetes) must see that cameras were lost, not a clean exit.
+        log.error("%d of %d camera(s) ended failed: %s (see their last error above)", len(failed), len(final), failed)
+        return 1
     return 0
 
 
@@ -107,7 +112,8 @@ def replay_camera(config: VigilConfig, args: argparse.Namespace) -> CameraConfig
         replay["source_fps"] = args.source_fps
     if args.loop:
         replay["loop"] = True
-    replay["start_frame"] = args.start_frame
+    if args.start_frame is not None:  # else the camera's configured replay.start_frame stays
+        replay["start_frame"] = args.start_frame
     if args.end_frame is not None:
         replay["end_frame"] = args.end_frame
     data.update(url=args.file, kind="replay", replay=replay, enabled=True)

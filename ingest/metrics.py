@@ -16,6 +16,7 @@ _COUNTERS = {
     "published": "Frames acknowledged by Kafka",
     "dropped": "Frames dropped because the publish queue was full (Kafka slow)",
     "reconnects": "Times the source was reopened after a failure",
+    "frame_errors": "Frames OpenCV or the motion detector could not process (the stream is reopened)",
     "delivery_failures": "Frames Kafka did not accept after the producer's retries",
 }
 
@@ -61,6 +62,7 @@ class CameraStats:
     published: int
     dropped: int
     reconnects: int
+    frame_errors: int
     delivery_failures: int
     last_frame_age_s: float | None
     last_error: str | None
@@ -70,7 +72,8 @@ class CameraStats:
         text = (
             f"{self.camera_id}: {self.state}, read {self.read}, sampled {self.sampled}, "
             f"motion-skipped {self.motion_skipped}, published {self.published}, dropped {self.dropped}, "
-            f"reconnects {self.reconnects}, delivery failures {self.delivery_failures}, last frame {age} ago"
+            f"reconnects {self.reconnects}, frame errors {self.frame_errors}, "
+            f"delivery failures {self.delivery_failures}, last frame {age} ago"
         )
         return text + (f" (last error: {self.last_error})" if self.last_error and self.state != "streaming" else "")
 

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--source-fps", type=float, help="true frame rate if the container lies")
     replay.add_argument("--fps", type=float, help="sampling rate sent to detection (default: every frame)")
     replay.add_argument("--loop", action="store_true")
-    replay.add_argument("--start-frame", type=int, default=0)
+    replay.add_argument("--start-frame", type=int, default=None)
     replay.add_argument("--end-frame", type=int)
     replay.set_defaults(handler=_lazy("ingest.cli:replay_main"))
 

@@ -21,13 +21,16 @@ def config_secrets(config: VigilConfig) -> list[str]:
     often carries its token in the path, so its path and query are registered too."""
     found: list[str] = []
     webhook_urls = {hook.url.get_secret_value() for hook in config.alerts.webhooks}
+    # A recording's path is typed as a camera url but is no secret: masking it would hide which
+    # file is missing.
+    file_paths = {c.url.get_secret_value() for c in config.cameras if "://" not in c.url.get_secret_value()}
 
     def walk(value: object) -> None:
         if isinstance(value, SecretStr):
             secret = value.get_secret_value()
             if "://" in secret:
                 found.extend(url_secrets(secret, path_is_secret=secret in webhook_urls))
-            else:
+            elif secret not in file_paths:
                 found.append(secret)
         elif isinstance(value, list | tuple):
             for item in value:

@@ -77,6 +77,8 @@ alerts:
     secrets = config_secrets(config)
     assert "cam-pass-123" in secrets and "sasl-pass-456" in secrets
     assert "/services/T0/B0/hook-token-789" in secrets
+    replay = parse_config("cameras: [{id: r, kind: replay, url: /videos/yard.mp4}]", "t.yaml", {})
+    assert config_secrets(replay) == []  # a recording's path stays readable in logs
     logger = logging.getLogger("vigil.test.redact")
     handler_filter = SecretFilter(secrets)
     caplog.handler.addFilter(handler_filter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -119,3 +120,28 @@ def test_replay_cli_samples_by_timestamp(
     indices = [m.frame_index for m, _, _ in reader.records]
     # Frames 1..70 (media 0.04..2.8 s) at 5 fps by timestamps: one frame per 0.2 s slot.
     assert indices == list(range(1, 71, 5)), indices
+
+
+def test_vigil_ingest_exits_non_zero_naming_the_failed_camera(
+    vigil_config: VigilConfig, campus: Path, tmp_path: Path, frames_reader: Callable[[VigilConfig], FramesReader]
+) -> None:
+    data = vigil_config.model_dump(mode="json", exclude={"cameras"})
+    data["cameras"] = [
+        {"id": "good-cam", "url": str(campus), "kind": "replay", "replay": {"realtime": False, "end_frame": 10}},
+        {"id": "lost-cam", "url": str(tmp_path / "missing.mp4"), "kind": "replay"},
+    ]
+    config_file = tmp_path / "vigil.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "vigil", "ingest", "--config", str(config_file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, env=env)
+    output = result.stdout + result.stderr
+    # Before: 0, as if every camera had done its job. One bad camera still never stops the others.
+    assert result.returncode == 1, output[-2000:]
+    assert "final: good-cam: finished" in output and "final: lost-cam: failed" in output, output[-2000:]
+    assert "1 of 2 camera(s) ended failed: ['lost-cam']" in output, output[-2000:]
+    published = re.search(r"final: good-cam: finished, .*published (\d+),", output)
+    assert published is not None and int(published.group(1)) > 0, output[-2000:]
+    reader = frames_reader(vigil_config)
+    assert reader.wait_for(lambda r: len(r) >= int(published.group(1)), 20.0)
+    assert {m.camera_id for m, _, _ in reader.records} == {"good-cam"}
