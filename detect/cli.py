@@ -11,10 +11,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from detect.detector import Detector, Thresholds
+from detect.detector import Detector
 from detect.preprocess import decode_jpeg
 from detect.results import detections_json
-from models import Registry
 from vigil.config import VigilConfig
 from vigil.errors import ContractError
 from vigil.settings import resolve_config
@@ -24,14 +23,8 @@ log = logging.getLogger(__name__)
 
 def load_detector(config: VigilConfig, model: str | None = None, conf: float | None = None,
                   iou: float | None = None) -> Detector:  # fmt: skip
-    cfg = config.detect
-    manifest = Registry.at(cfg.models_dir).resolve(model or cfg.model)
-    thresholds = Thresholds(
-        cfg.conf_threshold if conf is None else conf,
-        cfg.iou_threshold if iou is None else iou,
-        cfg.max_detections,
-    )
-    return Detector.load(manifest, cfg.providers, cfg.intra_op_threads, thresholds, cfg.class_names)
+    """`Detector.from_config(config.detect, ...)`, kept for the callers in vigil.eval."""
+    return Detector.from_config(config.detect, model, conf, iou)
 
 
 def detect_main(args: argparse.Namespace) -> int:
@@ -45,7 +38,7 @@ def detect_main(args: argparse.Namespace) -> int:
     server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     health.set("model", False, f"loading {config.detect.model}")
     health.set("kafka", False, "connecting")
-    detector = load_detector(config)
+    detector = Detector.from_config(config.detect)
     health.set("model", True, f"{detector.manifest.name} on {detector.provider}")
     log.info(
         "model %s (%s, %s, batch %s) on %s",
@@ -77,7 +70,7 @@ def detect_main(args: argparse.Namespace) -> int:
 
 def predict_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
-    detector = load_detector(config, args.model, args.conf, args.iou)
+    detector = Detector.from_config(config.detect, args.model, args.conf, args.iou)
     failed = 0
     batch_size = config.detect.batch_size
     paths = [Path(p) for p in args.images]
@@ -111,7 +104,7 @@ def serve_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     health = Health()
     metrics = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
-    detector = load_detector(config)
+    detector = Detector.from_config(config.detect)
     health.set("model", True, f"{detector.manifest.name} on {detector.provider}")
     api = DetectionApi(detector, config.detect.http)
     api.start()

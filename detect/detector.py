@@ -104,14 +104,31 @@ class Detector:
         return cls(manifest, session, decoder, thresholds, names)
 
     @classmethod
-    def from_config(cls, config: DetectConfig, model: str | None = None, registry: Registry | None = None) -> Detector:
-        registry = registry or Registry(config.models_dir)
+    def from_config(
+        cls,
+        config: DetectConfig,
+        model: str | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        registry: Registry | None = None,
+    ) -> Detector:
+        """The one way every command (worker, predict, serve, eval, benchmarks) loads the configured model.
+
+        `model`, `conf` and `iou` override the config's (`vigil predict --model/--conf/--iou`). The registry is
+        `detect.models_dir`, where the default relative `models` falls back to the manifests shipped with vigil
+        when the working folder has none."""
+        registry = registry or Registry.at(config.models_dir)
         manifest = registry.resolve(model or config.model)
+        thresholds = Thresholds(
+            config.conf_threshold if conf is None else conf,
+            config.iou_threshold if iou is None else iou,
+            config.max_detections,
+        )
         return cls.load(
             manifest,
             providers=config.providers,
             intra_op_threads=config.intra_op_threads,
-            thresholds=Thresholds(config.conf_threshold, config.iou_threshold, config.max_detections),
+            thresholds=thresholds,
             class_names=config.class_names,
         )
 

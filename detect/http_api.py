@@ -20,10 +20,13 @@ from typing import Any, cast
 from detect.detector import Detector
 from detect.preprocess import decode_jpeg
 from detect.results import detections_json
+from models.onnx_errors import ORT_ERRORS
 from vigil.config.detect import HttpApiConfig
-from vigil.errors import ConfigError, ConfigIssue, ContractError
+from vigil.errors import ConfigError, ConfigIssue, ContractError, ModelError
 
 log = logging.getLogger(__name__)
+# What a request's detection may raise besides a bad image: answered with a JSON 500.
+RUN_ERRORS: tuple[type[Exception], ...] = (ModelError, *ORT_ERRORS)
 
 
 class _Server(ThreadingHTTPServer):
@@ -59,6 +62,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._json(411, {"error": "Content-Length is required"})
             return
+        if length < 0:
+            # rfile.read(-1) would read until the client closes the connection, past any size limit.
+            self._json(400, {"error": f"Content-Length must be a byte count >= 0, got {length}"})
+            return
         if length > self.api.config.max_image_bytes:
             self._json(413, {"error": f"image is {length} bytes; the limit is detect.http.max_image_bytes"})
             return
@@ -67,6 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.api.detect(body)
         except ContractError as exc:
             self._json(400, {"error": str(exc)})
+            return
+        except RUN_ERRORS as exc:
+            # The client gets an answer rather than a dropped connection; the operator gets the traceback.
+            log.exception("detection failed for a request")
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            self._json(500, {"error": f"detection failed: {reason}"})
             return
         self._json(200, result)
 

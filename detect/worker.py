@@ -10,9 +10,12 @@ Loop (one consumer thread, one inference thread, a small decode pool):
    (detections and dead letters) to be acknowledged, and only then commit the batch's offsets.
 
 Rebalances: kafka-python 3 runs the rebalance listener on its IO thread, where blocking consumer calls such as
-`commit` are refused, so the listener only bumps a per-partition epoch. Records fetched under an older epoch of
-their partition are dropped if not yet processed and are never committed if they were in flight: the new owner
-reprocesses them (a duplicate, identifiable by its frame ref) and nothing is lost.
+`commit` are refused, so the listener only bumps a per-partition epoch. Records gathered under an older epoch of
+their partition are dropped if not yet in a batch, and a batch in flight is published but not committed. A
+partition that went to another member is redone from the committed offset by its new owner. One that came back
+to this worker is not: the eager protocol revokes every partition and then keeps the fetch position of those
+reassigned, which is past the dropped records, so the poll thread seeks such a partition back to its first
+dropped record. Either way a frame may be detected twice (a duplicate, identifiable by its frame ref), never lost.
 """
 
 from __future__ import annotations
@@ -163,8 +166,13 @@ class DetectWorker:
         self._lock = threading.Lock()
         self._epoch: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
+        # Per partition, the first offset dropped after a revocation and not yet fetched again.
+        self._refetch: dict[TopicPartition, int] = {}
+        # True from a revocation (or the start) until the next assignment: a dropped partition may still come back.
+        self._awaiting_assignment = True
         self.published = 0
         self.batches = 0
+        self.refetched = 0  # partitions sought back to records dropped at a rebalance
 
     # -- rebalance bookkeeping (called on the IO thread) --------------------------------------------
 
@@ -173,12 +181,14 @@ class DetectWorker:
             for tp in partitions:
                 self._epoch[tp] = self._epoch.get(tp, 0) + 1
             self._assigned -= set(partitions)
+            self._awaiting_assignment = True
         log.info("partitions revoked: %s (in-flight frames of these are published but not committed)",
                  sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))  # fmt: skip
 
     def assign(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
             self._assigned |= set(partitions)
+            self._awaiting_assignment = False
         log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))
 
     def _current(self, tp: TopicPartition, epoch: int) -> bool:
@@ -232,8 +242,15 @@ class DetectWorker:
                 with self._lock:
                     epoch = self._epoch.get(tp, 0)
                 records.extend((item, epoch) for item in items)
-            # A revocation during poll makes earlier-fetched records of those partitions someone else's work.
-            records = [(r, e) for r, e in records if self._current(TopicPartition(r.topic, r.partition), e)]
+            # A revocation (on the IO thread, at any time) makes records gathered before it stale: drop them, and
+            # fetch them again if their partition is, or comes back, ours.
+            kept: list[tuple[KafkaRecord, int]] = []
+            for record, epoch in records:
+                if self._current(TopicPartition(record.topic, record.partition), epoch):
+                    kept.append((record, epoch))
+                else:
+                    self._note_dropped(TopicPartition(record.topic, record.partition), record.offset)
+            records = self._seek_back(kept)
             if not polled and not records:
                 break
         if not records:
@@ -241,6 +258,33 @@ class DetectWorker:
         records.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
         epochs = {TopicPartition(r.topic, r.partition): e for r, e in records}
         return Batch(records=[r for r, _ in records], epochs=epochs)
+
+    def _note_dropped(self, tp: TopicPartition, offset: int) -> None:
+        with self._lock:
+            self._refetch[tp] = min(self._refetch.get(tp, offset), offset)
+
+    def _seek_back(self, records: list[tuple[KafkaRecord, int]]) -> list[tuple[KafkaRecord, int]]:
+        """Seek each partition that is ours again back to its first dropped record (on the poll thread: the
+        consumer is not thread-safe), and drop gathered records at or past it, which are fetched again."""
+        with self._lock:
+            due = {tp: offset for tp, offset in self._refetch.items() if tp in self._assigned}
+            for tp in due:
+                del self._refetch[tp]
+            if not self._awaiting_assignment:
+                # The rest went to other members, which start from the committed offset, at or before them.
+                self._refetch.clear()
+        for tp, offset in due.items():
+            try:
+                self.consumer.seek(tp, offset)
+            except ValueError:
+                # Revoked again since the check: keep it for when it comes back (or goes to another member).
+                self._note_dropped(tp, offset)
+                continue
+            self.refetched += 1
+            records = [(r, e) for r, e in records if (r.topic, r.partition) != tp or r.offset < offset]
+            log.info("partition %s/%d is still ours after a rebalance: fetching again from offset %d",
+                     tp.topic, tp.partition, offset)  # fmt: skip
+        return records
 
     def _prepare(self, batch: Batch, pool: ThreadPoolExecutor) -> None:
         """Triage, then decode + letterbox accepted frames in parallel into one canvas."""
@@ -349,7 +393,9 @@ class DetectWorker:
         }
         skipped = len(batch.epochs) - len(offsets)
         if skipped:
-            log.info("not committing %d revoked partition(s); their new owner reprocesses those frames", skipped)
+            # Published but not committed: the partition's next owner redoes these frames from the committed
+            # offset; if that is this worker, its next batch of the partition commits past them.
+            log.info("not committing %d partition(s) revoked while their batch was in flight", skipped)
         if not offsets:
             return
         try:

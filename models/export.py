@@ -32,6 +32,17 @@ def read_ultralytics_metadata(onnx_file: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def model_argument(source: str, work: Path) -> str:
+    """What to give ultralytics' `YOLO()` while the export runs inside `work` (its working folder there): a
+    checkpoint is copied into `work`; a YAML file that exists is given by absolute path, since a relative one no
+    longer resolves from `work`; any other YAML name (e.g. yolo11n.yaml) is passed on for ultralytics to find
+    among the model configs it ships."""
+    src = Path(source)
+    if src.suffix not in (".yaml", ".yml"):
+        return str(shutil.copy(src, work / src.name))
+    return str(src.resolve()) if src.is_file() else source
+
+
 def export_model(
     source: str,
     registry_dir: Path,
@@ -58,11 +69,16 @@ def export_model(
     target = registry_dir / f"{name}.onnx"
     with tempfile.TemporaryDirectory(prefix="vigil-export-") as work:
         # ultralytics writes the .onnx next to the source (or into the cwd for a YAML): keep that out of the repo.
-        local = source if is_yaml else shutil.copy(src, Path(work) / src.name)
+        local = model_argument(source, Path(work))
         cwd = os.getcwd()
         os.chdir(work)
         try:
-            model = YOLO(str(local), task="detect")
+            try:
+                model = YOLO(str(local), task="detect")
+            except FileNotFoundError as exc:
+                raise ModelError(
+                    f"{source}: {exc}; give an existing .pt or .yaml path, or an ultralytics model name (yolo11n.yaml)"
+                ) from exc
             if getattr(model, "task", "detect") != "detect":
                 raise ModelError(f"{source} is a {model.task} model; vigil registers detection models only")
             exported = Path(

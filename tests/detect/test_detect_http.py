@@ -108,3 +108,97 @@ def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "detect.http.token" in result.stderr
+
+
+def raw_request(url: str, head: str, body: bytes = b"", timeout_s: float = 10) -> tuple[int, dict[str, object]]:
+    """Send `head` (request line + headers, no blank line) and `body` on a plain socket; the status and JSON
+    body of the answer. A server that waits for more bytes makes this time out (socket.timeout)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
+        conn.sendall(head.encode() + b"\r\n\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 30
+
+
+def test_negative_content_length_is_a_400_not_a_read_until_close(api: str) -> None:
+    head = (f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: image/jpeg\r\nContent-Length: -1")  # fmt: skip
+    # The connection stays open: before the fix the server read until close and this timed out.
+    status, body = raw_request(api, head, b"\xff\xd8 a few bytes and no end")
+    assert status == 400 and "Content-Length" in str(body["error"])
+    status, _ = raw_request(api, head.replace("-1", "12345678901234567890"))
+    assert status == 413
+
+
+def failing_model(directory: Path) -> Path:
+    """A real ONNX model (ultralytics layout, 64x64, one class) that infers fine on the all-zero probe but fails
+    inside ONNX Runtime on any real image: a Gather whose index grows with the brightest pixel."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from models import ModelManifest, sha256_of
+
+    anchors = 8 * 8 + 4 * 4 + 2 * 2  # strides 8, 16, 32 on 64x64
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "thousand"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["one_value", "index"], ["picked"]),  # index > 0 is out of bounds
+        helper.make_node("Mul", ["zeros", "picked"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fails_on_real_images",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, anchors])],
+        initializer=[
+            helper.make_tensor("thousand", TensorProto.FLOAT, [], [1000.0]),
+            helper.make_tensor("one_value", TensorProto.FLOAT, [1], [0.0]),
+            helper.make_tensor("zeros", TensorProto.FLOAT, [1, 5, anchors], [0.0] * 5 * anchors),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    path = directory / "fails.onnx"
+    onnx.save(model, str(path))
+    manifest = ModelManifest(
+        name="fails", version="test", family="ultralytics", path=path.name, input_size=(64, 64),
+        channel_order="rgb", scale=1 / 255, letterbox="center", class_names=("thing",), sha256=sha256_of(path),
+        licence="test", source="tests/detect/test_detect_http.py",
+    )  # fmt: skip
+    manifest.save(directory / "fails.yaml")
+    return directory / "fails.yaml"
+
+
+def test_inference_failure_is_a_json_500_and_the_api_keeps_serving(tmp_path: Path) -> None:
+    from detect.detector import Detector
+    from detect.http_api import DetectionApi
+    from models import Registry
+    from vigil.config.detect import HttpApiConfig
+
+    detector = Detector.load(Registry(tmp_path).resolve(str(failing_model(tmp_path))))  # the probe passes
+    api = DetectionApi(detector, HttpApiConfig(port=0, token=TOKEN))  # type: ignore[arg-type]
+    api.start()
+    try:
+        for _ in range(2):  # the server answers again after a failure
+            status, body = post(api.url, bus_jpg().read_bytes(), TOKEN)
+            assert status == 500 and str(body["error"]).startswith("detection failed: "), body
+            assert "out of" in str(body["error"]) or "Gather" in str(body["error"]), body
+        status, body = post(api.url, b"not a jpeg", TOKEN)
+        assert status == 400
+    finally:
+        api.stop()

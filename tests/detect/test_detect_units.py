@@ -169,6 +169,23 @@ def _copy_manifest(tmp_path: Path, name: str, onnx: Path, **changes: object) -> 
     return Registry(tmp_path).get(name)
 
 
+def test_from_config_finds_builtin_models_from_any_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker, predict, serve, eval and the pipeline benchmark all load through Detector.from_config: the
+    # default detect.models_dir (relative `models`) must not depend on being started from the repository.
+    monkeypatch.chdir(tmp_path)
+    config = VigilConfig.model_validate({"detect": {"model": "yolox_nano", "conf_threshold": 0.3}}).detect
+    assert config.models_dir == "models" and not (tmp_path / "models").exists()
+    detector = Detector.from_config(config)
+    assert detector.manifest.name == "yolox_nano" and detector.thresholds.conf == 0.3
+    overridden = Detector.from_config(config, "yolox_nano", conf=0.6, iou=0.5)
+    assert (overridden.thresholds.conf, overridden.thresholds.iou) == (0.6, 0.5)
+    # An explicit folder is taken as given, with no fallback.
+    with pytest.raises(ModelError, match="registry folder elsewhere does not exist"):
+        Detector.from_config(config.model_copy(update={"models_dir": "elsewhere"}))
+
+
 def test_missing_file_is_a_model_error_with_the_fix(tmp_path: Path) -> None:
     manifest = _copy_manifest(tmp_path, "yolox_nano", tmp_path / "absent.onnx")
     with pytest.raises(ModelError, match=r"absent.onnx is missing; lay the shared data"):

@@ -34,6 +34,43 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return registry_dir
 
 
+def test_export_finds_a_relative_custom_yaml(tmp_path: Path) -> None:
+    """`vigil models export my.yaml` from the folder holding my.yaml: the export runs in a scratch folder, so the
+    relative path must be resolved before (a bare yolo11n.yaml, as above, still means ultralytics' own)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.origin, "ultralytics is not installed (pip install 'vigil[export]')"
+    config = Path(spec.origin).parent / "cfg" / "models" / "11" / "yolo11.yaml"
+    (tmp_path / "my_detector.yaml").write_text(config.read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "vigil", "models", "--models-dir", "registry", "export", "my_detector.yaml",
+         "--imgsz", "320"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "YOLO_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    manifest = Registry(tmp_path / "registry").get("my_detector")
+    assert manifest.onnx_path.is_file() and manifest.input_size == (320, 320) and len(manifest.class_names) == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_detector.yaml", "registry"]  # nothing else written
+
+
+def test_model_argument_resolves_yaml_files_and_copies_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.export import model_argument
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text("nc: 1\n")
+    Path("weights.pt").write_bytes(b"checkpoint")
+    assert model_argument("mine.yaml", work) == str(tmp_path / "mine.yaml")  # still valid after chdir(work)
+    assert model_argument("yolo11n.yaml", work) == "yolo11n.yaml"  # not a file here: ultralytics' built-in
+    assert model_argument("weights.pt", work) == str(work / "weights.pt")
+    assert (work / "weights.pt").read_bytes() == b"checkpoint"
+
+
 def test_export_writes_checked_model_and_manifest(exported: Path) -> None:
     manifest = Registry(exported).get("yolo11n_test")
     assert manifest.onnx_path == exported / "yolo11n_test.onnx" and manifest.onnx_path.is_file()
@@ -76,10 +113,8 @@ def test_exported_model_goes_through_the_worker(exported: Path, vigil_config: Vi
         producer.send(config.topics.frames.name, key=b"cam", value=cv2.imencode(".jpg", frame)[1].tobytes(),
                       headers=meta.to_headers())  # fmt: skip
     producer.flush()
-    from detect.cli import load_detector
-
     consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
-    worker = DetectWorker(config, load_detector(config), consumer, producer)
+    worker = DetectWorker(config, Detector.from_config(config.detect), consumer, producer)
     worker.subscribe()
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)

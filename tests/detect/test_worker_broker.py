@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from detect.cli import load_detector
+from detect.detector import Detector
 from detect.worker import DetectWorker
 from tests.detect.helpers import FOOTAGE, REPO, read_frames
 from vigil.config import VigilConfig
@@ -84,7 +84,7 @@ def running_worker(vigil_config: VigilConfig) -> Iterator[tuple[VigilConfig, thr
     workers: list[DetectWorker] = []
     consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
     producer = make_producer(config.kafka, "detect")
-    worker = DetectWorker(config, load_detector(config), consumer, producer)
+    worker = DetectWorker(config, Detector.from_config(config.detect), consumer, producer)
     worker.subscribe()
     workers.append(worker)
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
