@@ -4,13 +4,19 @@ Commit protocol (what makes restarts safe):
 
 1. poll a batch of detections records; run each through `AlertEngine` (tracking, zones, rules);
 2. publish the resulting alert events, then `flush()` and check every send;
-3. only then commit the detections offsets.
+3. only then commit, as explicit offsets, the detections records that were handled.
 
-So an alert is never lost: a crash before 3 re-consumes the batch. It is also never fired twice:
-on every partition assignment (start, restart, rebalance) the aggregator reads back the recent
-tail of the alerts topic and hands it to the engine as claims (see `alerts.rules`), so an object
-whose alert is open keeps its alert id instead of starting a new one; repeats that still slip
-through (same input, same deterministic id) are dropped by the deliverers by webhook id.
+So an alert is never lost: a failure anywhere before 3 (the engine, a send, the read-back of the
+alerts tail) stops the aggregator without committing anything of that batch, and the next owner
+re-consumes it. It is also never fired twice: on every partition assignment (start, restart,
+rebalance) the aggregator reads back the recent tail of the alerts topic and hands it to the
+engine as claims (see `alerts.rules`), so an object whose alert is open keeps its alert id instead
+of starting a new one; repeats that still slip through (same input, same deterministic id) are
+dropped by the deliverers by webhook id.
+
+A camera that stops sending (camera or detector down) would otherwise keep its open alerts open:
+each loop also asks the engine to end the alerts of cameras idle longer than their rules'
+`end_after_s` (see `AlertEngine.sweep`), and publishes those `ended` events the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.structs import OffsetAndMetadata
 
 from alerts import metrics
 from alerts.engine import AlertEngine
@@ -74,7 +82,8 @@ def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None =
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """kafka-python runs these on its IO thread, where no blocking consumer call is allowed: only
     note the assignment; the poll loop restores before it processes the first record. Nothing is
-    needed on revocation because the loop commits after every batch."""
+    needed on revocation because the loop commits after every batch (and a batch that failed is
+    not committed at all: the new owner re-consumes it)."""
 
     def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
@@ -99,11 +108,26 @@ class Aggregator:
         self._consumer: Any = None
         self._dead: DeadLetterPublisher | None = None
         self._pending: list[Any] = []
+        # Next offset to commit per partition: one past the last record handled since the last
+        # commit. Explicit offsets, not the consumer's positions: the position is past the whole
+        # last poll, including records a failure left unprocessed.
+        self._handled: dict[TopicPartition, int] = {}
         self._snapshots: SnapshotFetcher | None = None
         self.published = 0
         self.assigned: list[Any] | None = None
 
     def run(self) -> None:
+        """Consume until `stop` is set. Commits only after a batch succeeded and on a clean stop;
+        any exception leaves the failed batch uncommitted (the finally only closes)."""
+        self.open()
+        try:
+            while not self.stop.is_set():
+                self.step()
+            self.checkpoint()
+        finally:
+            self.close()
+
+    def open(self) -> None:
         cfg = self.config
         self._producer = make_producer(cfg.kafka, "alerts")
         self._dead = DeadLetterPublisher(self._producer, cfg.topics.dead_letter.name, "alerts")
@@ -112,23 +136,33 @@ class Aggregator:
         if cfg.alerts.snapshot == "base64_jpeg":
             self._snapshots = SnapshotFetcher(cfg)
         log.info("aggregator: consuming %s as group %s", cfg.topics.detections.name, cfg.alerts.group_id)
+
+    def step(self, timeout_ms: int = 500) -> None:
+        """One poll: restore after an assignment, handle the batch, end idle cameras' alerts,
+        then checkpoint. Raises (without committing) when anything fails."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        if self.assigned is not None:
+            self.restore(self.assigned)
+            self.assigned = None
+        for tp, records in batch.items():
+            for record in records:
+                self.handle(record)
+                self._handled[tp] = record.offset + 1
+        for alert in self.engine.sweep(self.clock()):
+            self.publish(alert)
+        if self._handled or self._pending:
+            self.checkpoint()
+
+    def close(self) -> None:
+        """Close the clients; never commits (only `checkpoint` does, after a successful batch)."""
         try:
-            while not self.stop.is_set():
-                batch = self._consumer.poll(timeout_ms=500)
-                if self.assigned is not None:
-                    self.restore(self.assigned)
-                    self.assigned = None
-                for records in batch.values():
-                    for record in records:
-                        self.handle(record)
-                if batch:
-                    self.checkpoint()
+            if self._consumer is not None:
+                self._consumer.close(autocommit=False)
         finally:
             try:
-                self.checkpoint()
+                if self._producer is not None:
+                    self._producer.close(timeout=10)
             finally:
-                self._consumer.close(autocommit=False)
-                self._producer.close(timeout=10)
                 if self._snapshots is not None:
                     self._snapshots.close()
 
@@ -165,18 +199,29 @@ class Aggregator:
         )  # fmt: skip
 
     def checkpoint(self) -> None:
-        """Wait until every alert and dead letter so far is acknowledged, then commit detections."""
+        """Wait until every alert and dead letter so far is acknowledged, then commit the offsets of
+        the detections records handled. A send that failed raises (nothing is committed)."""
         if self._producer is None or self._consumer is None:
             return
-        self._producer.flush(timeout=30)
-        pending, self._pending = self._pending, []
-        for future in pending:
-            try:
+        try:
+            self._producer.flush(timeout=30)
+            for future in self._pending:
                 future.get(timeout=30)
-            except KafkaError as exc:
-                raise AggregatorError(f"publishing alerts failed ({exc}); not committing, restart to retry") from exc
-        if self._consumer.assignment():
-            self._consumer.commit()
+        except KafkaError as exc:
+            raise AggregatorError(f"publishing alerts failed ({exc}); not committing, restart to retry") from exc
+        self._pending = []
+        handled, self._handled = self._handled, {}
+        # A partition revoked since it was handled belongs to another member now: its records are
+        # re-consumed there, and committing here could move that member's progress backwards.
+        assignment = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in handled.items() if tp in assignment}
+        if offsets:
+            try:
+                self._consumer.commit(offsets)
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # The group rebalanced under us: whoever owns these partitions now re-consumes the
+                # records, and the restored claims plus deterministic ids de-duplicate the alerts.
+                log.warning("aggregator: commit failed (%s); the records will be processed again", exc)
         metrics.OPEN_TRACKS.set(sum(len(p.tracker.confirmed) for p in self.engine.pipelines.values()))
 
     def restore(self, assigned: Any) -> None:

@@ -60,14 +60,18 @@ def alerts_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     failures: list[str] = []
-    threads = [
-        threading.Thread(
-            target=_guard(f"webhook {hook.name}", EndpointDeliverer(config, hook, stop).run, stop, failures),
-            name=f"webhook-{hook.name}",
-            daemon=True,
+    threads = []
+    for hook in config.alerts.webhooks:
+        # Not ready until the deliverer's consumer is up; a deliverer that exits marks itself not ready.
+        deliverer = EndpointDeliverer(config, hook, stop, health=health)
+        health.set(deliverer.health_name, False, "starting")
+        threads.append(
+            threading.Thread(
+                target=_guard(f"webhook {hook.name}", deliverer.run, stop, failures),
+                name=f"webhook-{hook.name}",
+                daemon=True,
+            )
         )
-        for hook in config.alerts.webhooks
-    ]
     for thread in threads:
         thread.start()
     log.info("alerts: %d rule(s), %d webhook endpoint(s)", len(config.alerts.rules), len(threads))

@@ -1,8 +1,14 @@
 """`AlertEngine`: detections records in, alert events out, for any number of cameras. No I/O.
 
-Per camera: drop at-least-once duplicates (same frame, or a seq not after the last one), track,
-then run the camera's rules. The Kafka aggregator is a thin loop around this class, and the
-benchmark and unit tests drive it directly.
+Per camera: drop at-least-once duplicates (a frames-topic offset not after the last one of its
+partition), track, then run the camera's rules. The Kafka aggregator is a thin loop around this
+class, and the benchmark and unit tests drive it directly.
+
+`end_after_s` is measured in capture time, which only advances when a camera's frames arrive; a
+camera that goes silent would keep its open alerts open forever. `sweep(now_ns)` ends them: a
+camera with open alerts whose last record arrived (wall clock) more than its rules' longest
+`end_after_s` plus `IDLE_GRACE_S` ago is advanced by an empty frame whose capture time is its last
+capture time plus the wall time elapsed since it arrived.
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from alerts.rules import CameraRules, CompiledRule, Frame
-from alerts.tracker import ByteTracker
+from alerts.tracker import NS, ByteTracker
 from alerts.zones import PolygonZone
 from vigil.config import AlertsConfig, CameraConfig, RuleConfig, VigilConfig
 from vigil.contracts import AlertRecord, DetectionsRecord
 from vigil.detections import Detections
+
+# Margin over end_after_s before a silent camera's alerts are ended: frames are sampled, batched
+# and detected, so a live camera's records arrive with gaps of a fraction of a second to ~1 s.
+IDLE_GRACE_S = 2.0
 
 
 @dataclass
@@ -38,6 +48,11 @@ class CameraPipeline:
         # at-least-once repeat (a detect worker or this aggregator redoing work after a crash).
         # Not `seq`: it restarts from 0 whenever ingest restarts.
         self.last_offsets: dict[tuple[str, int], int] = {}
+        # For `idle_sweep`: the last frame processed and when (wall clock) its record arrived.
+        self.last_frame: Frame | None = None
+        self.last_arrival_ns = 0
+        longest = max((r.config.end_after_s for r in rules), default=0.0)
+        self.idle_after_ns = int((longest + IDLE_GRACE_S) * NS)
 
     def process(self, record: DetectionsRecord, now_ns: int) -> list[AlertRecord] | None:
         """Alerts caused by this record, or None when it is a duplicate and was ignored."""
@@ -45,6 +60,7 @@ class CameraPipeline:
         if record.frame.offset <= self.last_offsets.get(where, -1):
             return None
         self.last_offsets[where] = record.frame.offset
+        self.last_arrival_ns = now_ns
         d = record.detections
         dets = Detections(
             xyxy=d.xyxy,
@@ -54,7 +70,24 @@ class CameraPipeline:
         )
         tracked = self.tracker.update(dets, record.capture_ns)
         frame = Frame(record.camera_id, record.capture_ns, record.frame, record.width, record.height)
+        self.last_frame = frame
         return self.rules.process(tracked, frame, now_ns)
+
+    def idle_sweep(self, now_ns: int) -> list[AlertRecord]:
+        """`ended` for the open alerts of a camera silent for longer than `idle_after_ns`.
+
+        The rules see an empty frame at capture time last capture + wall time elapsed; the tracker
+        is left alone, so a backlog of older frames arriving later (a detector that was down) is
+        still tracked, and the alerts ended here stay in cooldown for it instead of re-firing.
+        """
+        last = self.last_frame
+        if last is None or not self.rules.has_open():
+            return []
+        idle_ns = now_ns - self.last_arrival_ns
+        if idle_ns <= self.idle_after_ns:
+            return []
+        frame = Frame(last.camera_id, last.capture_ns + idle_ns, last.ref, last.width, last.height)
+        return self.rules.process(Detections.empty(), frame, now_ns)
 
 
 class AlertEngine:
@@ -108,7 +141,16 @@ class AlertEngine:
         for camera_id in cameras:
             self.pipelines.pop(camera_id, None)
 
+    def sweep(self, now_ns: int) -> list[AlertRecord]:
+        """End the open alerts of every camera whose records stopped arriving (see the module
+        docstring); `now_ns` is the same wall clock as `process`'s."""
+        out: list[AlertRecord] = []
+        for pipe in self.pipelines.values():
+            out += pipe.idle_sweep(now_ns)
+        return out
+
     def process(self, record: DetectionsRecord, now_ns: int) -> list[AlertRecord]:
+        """Alerts caused by `record`; `now_ns` is the wall-clock arrival time (for latency and `sweep`)."""
         self.counters.records += 1
         result = self.pipeline(record.camera_id).process(record, now_ns)
         if result is None:

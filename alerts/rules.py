@@ -30,11 +30,12 @@ from typing import Literal
 
 import numpy as np
 
-from alerts.tracker import NS, box_iou
+from alerts.tracker import NS
 from alerts.zones import PolygonZone
 from vigil.config import RuleConfig
 from vigil.contracts import AlertEvent, AlertRecord, FrameRef
 from vigil.detections import Detections
+from vigil.geometry import box_iou
 
 Phase = Literal["pending", "active", "cooldown"]
 SnapshotKind = Literal["none", "base64_jpeg", "frame_ref"]
@@ -74,6 +75,23 @@ class RuleState:
     update_seq: int = 0
     cooldown_until_ns: int = 0
     silent: bool = False  # rate-limited: the alert runs its course but emits nothing
+
+    @classmethod
+    def from_claim(cls, record: AlertRecord, phase: Phase, last_in_ns: int, cooldown_until_ns: int = 0) -> RuleState:
+        """The state of an alert read back from the alerts topic (see `CameraRules.restore`)."""
+        return cls(
+            phase=phase,
+            alert_id=record.alert_id,
+            started_ns=record.first_seen_ns,
+            class_name=record.class_name,
+            class_id=record.class_id,
+            best_confidence=record.confidence,
+            box=record.box,
+            ref=record.frame,
+            last_in_ns=last_in_ns,
+            update_seq=record.update_seq,
+            cooldown_until_ns=cooldown_until_ns,
+        )
 
 
 @dataclass
@@ -168,25 +186,18 @@ class CameraRules:
         best = candidates[int(np.lexsort((distance, -iou))[0])]
         claim = claims.pop(best)
         r = claim.record
-        cfg = rule.config
         self.counters.adopted += 1
-        state = RuleState(
-            alert_id=r.alert_id,
-            started_ns=r.first_seen_ns,
-            class_name=r.class_name,
-            class_id=r.class_id,
-            best_confidence=r.confidence,
-            box=r.box,
-            ref=r.frame,
-            last_in_ns=max(t_ns, r.last_seen_ns),
-            update_seq=r.update_seq,
-        )
+        last_in_ns = max(t_ns, r.last_seen_ns)
         if claim.ended:
-            state.phase = "cooldown"
-            state.cooldown_until_ns = r.last_seen_ns + int((cfg.end_after_s + cfg.cooldown_s) * NS)
-        else:
-            state.phase = "active"
-        return state
+            cooldown_until_ns = r.last_seen_ns + int((cfg.end_after_s + cfg.cooldown_s) * NS)
+            return RuleState.from_claim(r, "cooldown", last_in_ns, cooldown_until_ns)
+        return RuleState.from_claim(r, "active", last_in_ns)
+
+    def has_open(self) -> bool:
+        """True while an alert is active, or a restored open alert is not yet adopted or ended."""
+        if any(state.phase == "active" for state in self.states.values()):
+            return True
+        return any(not claim.ended for claims in self.claims.values() for claim in claims)
 
     # ------------------------------------------------------------------------------------ per frame
 
@@ -310,18 +321,7 @@ class CameraRules:
                 if t < r.last_seen_ns + int((cfg.end_after_s + cfg.cooldown_s) * NS):
                     keep.append(claim)
             elif t - self._claim_seen(claim) >= cfg.end_after_s * NS:
-                state = RuleState(
-                    phase="cooldown",
-                    alert_id=r.alert_id,
-                    started_ns=r.first_seen_ns,
-                    class_name=r.class_name,
-                    class_id=r.class_id,
-                    best_confidence=r.confidence,
-                    box=r.box,
-                    ref=r.frame,
-                    last_in_ns=r.last_seen_ns,
-                    update_seq=r.update_seq,
-                )
+                state = RuleState.from_claim(r, "cooldown", r.last_seen_ns)
                 out.append(self._record(rule, state, "ended", frame, now_ns, track_id=r.track_id))
             else:
                 keep.append(claim)

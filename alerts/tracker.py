@@ -28,22 +28,9 @@ from scipy.optimize import linear_sum_assignment
 
 from vigil.config import TrackerConfig
 from vigil.detections import Detections
+from vigil.geometry import box_iou
 
 NS = 1_000_000_000
-
-
-def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """IoU matrix (len(a), len(b)) of two xyxy box arrays."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: npt.NDArray[np.float32] = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
-    return result
 
 
 def _with_ids(detections: Detections, ids: npt.NDArray[np.int64]) -> Detections:

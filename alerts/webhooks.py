@@ -4,6 +4,11 @@ Each endpoint is its own consumer group on the alerts topic. A record's offset i
 after the endpoint answered 2xx (or the record was dead-lettered), so a crash resends exactly what
 was not acknowledged, with the same `webhook-id`. One thread per endpoint: a slow or dead receiver
 delays nobody but itself, and the aggregator never waits on HTTP.
+
+Redirects are not followed: urllib would turn a POST answered 301/302/303 into a GET without body
+and report the GET's 2xx, so the alert would be acknowledged without ever being received. A 3xx is
+dead-lettered with the Location to configure instead. Endpoint URLs often carry their token in the
+path (Slack, Teams): logs, errors and dead-letter reasons show only scheme://host[:port].
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 
 from kafka.structs import OffsetAndMetadata
 from standardwebhooks.webhooks import Webhook
@@ -30,8 +36,9 @@ from vigil import __version__
 from vigil.config import VigilConfig, WebhookConfig
 from vigil.contracts import AlertRecord, KafkaRecord
 from vigil.errors import ContractError
+from vigil.health import Health
 from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
-from vigil.redact import redact_url
+from vigil.redact import redact_endpoint
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -64,14 +71,22 @@ class Attempt:
     error: str = ""
     retry_after: str | None = None
     seconds: float = 0.0
+    location: str | None = None  # a 3xx's Location, already reduced to scheme://host[:port]
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def redirected(self) -> bool:
+        return self.status is not None and 300 <= self.status < 400
+
     def describe(self) -> str:
         if self.status is None:
             return self.error
+        if self.redirected:
+            where = self.location or "a URL it did not name (no Location header)"
+            return f"HTTP {self.status}: endpoint redirected to {where}; configure the final URL"
         head = self.body_head.decode("utf-8", "replace")
         return f"HTTP {self.status}: {head}" if head else f"HTTP {self.status}"
 
@@ -122,6 +137,17 @@ class DeliveryPolicy:
         return cap / 2 + jitter
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect, so a 3xx comes back as an `HTTPError` with its status."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# Redirect handling is the only change from urllib's default opener (proxies, HTTPS stay the same).
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("content-type", "application/json")
@@ -130,16 +156,24 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> At
         request.add_header(name, value)
     start = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with _OPENER.open(request, timeout=timeout_s) as response:
             head = response.read(BODY_HEAD)
             return Attempt(response.status, head, seconds=time.monotonic() - start)
     except urllib.error.HTTPError as exc:
         head = exc.read(BODY_HEAD) if exc.fp is not None else b""
-        return Attempt(exc.code, head, retry_after=exc.headers.get("Retry-After"), seconds=time.monotonic() - start)
+        location = exc.headers.get("Location")
+        return Attempt(
+            exc.code,
+            head,
+            retry_after=exc.headers.get("Retry-After"),
+            seconds=time.monotonic() - start,
+            location=redact_endpoint(urljoin(url, location)) if location else None,
+        )
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        # The exception text may embed the URL (and a token in it); keep only its type and reason.
-        return Attempt(None, error=f"{type(exc).__name__}: {redact_url(str(reason))}", seconds=time.monotonic() - start)
+        reason = str(getattr(exc, "reason", exc))
+        # The exception text may embed the URL (and the token in its path); keep its endpoint only.
+        reason = reason.replace(url, redact_endpoint(url))
+        return Attempt(None, error=f"{type(exc).__name__}: {reason}", seconds=time.monotonic() - start)
 
 
 class EndpointDeliverer:
@@ -152,6 +186,7 @@ class EndpointDeliverer:
         hook: WebhookConfig,
         stop: threading.Event,
         sender: Callable[[str, bytes, dict[str, str], float], Attempt] = post,
+        health: Health | None = None,
     ) -> None:
         self.config = config
         self.hook = hook
@@ -161,6 +196,9 @@ class EndpointDeliverer:
         self.stop = stop
         self._send = sender
         self._url = hook.url.get_secret_value()
+        self.endpoint = redact_endpoint(self._url)  # what logs and errors may show of the URL
+        self.health = health
+        self.health_name = f"webhook:{hook.name}"
         self._signer = Signer([s.get_secret_value() for s in hook.secrets])
         self._delivered: OrderedDict[str, None] = OrderedDict()
         self._consumer: Any = None
@@ -173,15 +211,33 @@ class EndpointDeliverer:
     # ---------------------------------------------------------------------------------- loop
 
     def run(self) -> None:
-        """Deliver until `stop` is set. Kafka being down is retried: durability lives in Kafka."""
-        log.info("webhook %s: delivering to %s as group %s", self.name, redact_url(self._url), self.group_id)
+        """Deliver until `stop` is set. Kafka being down is retried: durability lives in Kafka.
+        The endpoint is ready (health) only while this runs with its consumer up."""
+        detail = "delivery thread exited unexpectedly; see the log"
+        try:
+            self._run()
+            detail = "stopped"
+        except KafkaError as exc:
+            detail = f"delivery thread stopped: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._set_health(False, detail)
+
+    def _set_health(self, ok: bool, detail: str) -> None:
+        if self.health is not None:
+            self.health.set(self.health_name, ok, detail)
+
+    def _run(self) -> None:
+        log.info("webhook %s: delivering to %s as group %s", self.name, self.endpoint, self.group_id)
         consumer = make_consumer(
             self.config.kafka, f"webhook-{self.name}", self.group_id, [self.config.topics.alerts.name]
         )
-        producer = make_producer(self.config.kafka, f"webhook-{self.name}-dlq")
-        dead = DeadLetterPublisher(producer, self.config.topics.dead_letter.name, f"alerts.webhook.{self.name}")
         self._consumer = consumer
+        producer: Any = None
         try:
+            producer = make_producer(self.config.kafka, f"webhook-{self.name}-dlq")
+            dead = DeadLetterPublisher(producer, self.config.topics.dead_letter.name, f"alerts.webhook.{self.name}")
+            self._set_health(True, f"delivering to {self.endpoint}")
             while not self.stop.is_set():
                 batch = consumer.poll(timeout_ms=500)
                 for tp, records in batch.items():
@@ -191,11 +247,27 @@ class EndpointDeliverer:
                         if not self.handle(record, dead):
                             consumer.seek(tp, record.offset)  # unsettled: poll it again
                             break
-                        consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+                        if tp not in consumer.assignment():
+                            break  # revoked while retrying: the new owner redelivers (same webhook-id)
+                        if not self._commit(consumer, tp, record.offset + 1):
+                            break
         finally:
-            producer.flush(timeout=10)
-            producer.close(timeout=5)
-            consumer.close(autocommit=False)
+            try:
+                if producer is not None:
+                    producer.flush(timeout=10)
+                    producer.close(timeout=5)
+            finally:
+                consumer.close(autocommit=False)
+
+    def _commit(self, consumer: Any, tp: Any, offset: int) -> bool:
+        """Commit one settled record. A commit refused after a rebalance is not fatal: the record
+        is redelivered (with the same webhook-id) by whoever owns the partition now."""
+        try:
+            consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+        except KafkaError as exc:
+            log.warning("webhook %s: commit of %s@%d failed (%s); it will be redelivered", self.name, tp, offset, exc)
+            return False
+        return True
 
     def handle(self, record: KafkaRecord, dead: DeadLetterPublisher) -> bool:
         """True when the record is settled (delivered, skipped or dead-lettered) and may be committed."""
@@ -215,7 +287,8 @@ class EndpointDeliverer:
         if outcome.ok:
             self._remember(alert.webhook_id)
             return True
-        reason = f"endpoint {self.name} refused {alert.webhook_id}: {outcome.describe()}"
+        verb = "could not deliver" if outcome.redirected else "refused"
+        reason = f"endpoint {self.name} ({self.endpoint}) {verb} {alert.webhook_id}: {outcome.describe()}"
         return self._dead_letter(record, dead, reason)
 
     def deliver(self, alert: AlertRecord, body: bytes) -> Attempt | None:
@@ -256,19 +329,27 @@ class EndpointDeliverer:
 
     def _wait(self, seconds: float) -> None:
         """Back off while staying in the group: poll with every partition paused, which fetches
-        nothing but tells the coordinator this member is alive (max_poll_interval_ms)."""
+        nothing but tells the coordinator this member is alive (max_poll_interval_ms).
+
+        A rebalance inside one of these polls can assign partitions that start unpaused, and the
+        same poll may return their records: they are not ours to drop, so the partition is sought
+        back to the first one returned (it is fetched again once delivery resumes), and every
+        poll pauses the assignment of that moment."""
         deadline = time.monotonic() + seconds
         consumer = self._consumer
         if consumer is None:
             self.stop.wait(seconds)
             return
-        paused = list(consumer.assignment())
-        consumer.pause(*paused)
         try:
             while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
-                consumer.poll(timeout_ms=int(min(left, 0.5) * 1000) + 1)
+                consumer.pause(*consumer.assignment())
+                batch = consumer.poll(timeout_ms=int(min(left, 0.5) * 1000) + 1)
+                for tp, records in batch.items():
+                    if records:
+                        consumer.seek(tp, records[0].offset)
         finally:
-            consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
+            assigned = consumer.assignment()
+            consumer.resume(*[tp for tp in consumer.paused() if tp in assigned])
 
     def _remember(self, webhook_id: str) -> None:
         self._delivered[webhook_id] = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from vigil.config import AlertsConfig, CameraConfig, RuleConfig, TrackerConfig, ZoneConfig
-from vigil.contracts import DetectionsRecord, FrameRef, ModelRef
+from vigil.contracts import AlertRecord, DetectionsRecord, FrameRef, ModelRef
 from vigil.detections import Detections
 
 NS = 1_000_000_000
@@ -54,6 +55,7 @@ def record(
     )
 
 
+IN_DOOR: Box = (280, 260, 320, 390)  # feet at (300, 390): inside ZONE
 ZONE = ZoneConfig(name="door", polygon=[(200, 200), (400, 200), (400, 400), (200, 400)])
 
 
@@ -74,3 +76,23 @@ def alerts_config(**rule: object) -> AlertsConfig:
 def walk(x0: float, x1: float, frames: int, y: float = 250.0, w: float = 40.0, h: float = 100.0) -> list[Box]:
     """Boxes of a person walking horizontally from x0 to x1 (feet at y + h)."""
     return [(x, y, x + w, y + h) for x in np.linspace(x0, x1, frames).tolist()]
+
+
+def alert(n: int, event: str = "started") -> AlertRecord:
+    """An alert event as the aggregator publishes it (for the deliverer tests)."""
+    return AlertRecord(
+        alert_id=f"al_{n:04d}",
+        event=event,  # type: ignore[arg-type]
+        camera_id="cam1",
+        rule="door",
+        zone="door",
+        class_name="person",
+        class_id=0,
+        track_id=n,
+        confidence=0.9,
+        box=(1.0, 2.0, 3.0, 4.0),
+        first_seen_ns=time.time_ns(),
+        last_seen_ns=time.time_ns(),
+        frame=FrameRef("frames", 0, n),
+        latency_ms=12.5,
+    )

@@ -27,14 +27,18 @@ class Delivery:
 class Receiver:
     secret: str
     port: int = 0
+    path: str = "/hook?token=sekrit-token-123"
     responses: deque[tuple[int, dict[str, str], bytes]] = field(default_factory=deque)
+    # Seconds to hold the next POSTs before answering (a slow receiver), one per request.
+    delays: deque[float] = field(default_factory=deque)
     deliveries: list[Delivery] = field(default_factory=list)
+    gets: list[str] = field(default_factory=list)  # paths requested with GET (a followed redirect)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook?token=sekrit-token-123"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
     def reserve_port(self) -> None:
         with socket.socket() as s:
@@ -54,6 +58,10 @@ class Receiver:
                 except WebhookVerificationError as exc:
                     verified, error = False, str(exc)
                 with receiver._lock:
+                    delay = receiver.delays.popleft() if receiver.delays else 0.0
+                if delay:
+                    time.sleep(delay)
+                with receiver._lock:
                     status, extra, reply = receiver.responses.popleft() if receiver.responses else (200, {}, b"ok")
                     receiver.deliveries.append(Delivery(headers, body, status, verified, error, time.monotonic()))
                 self.send_response(status)
@@ -62,6 +70,15 @@ class Receiver:
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def do_GET(self) -> None:
+                # What urllib sends after following a 301/302/303 of a POST: a GET without body.
+                with receiver._lock:
+                    receiver.gets.append(self.path)
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from alerts_helpers import alerts_config, camera, record, walk
+from alerts_helpers import alert, alerts_config, camera, record, walk
 from alerts_receiver import Receiver
 from kafka import KafkaProducer
 
@@ -132,6 +132,40 @@ def test_sigkill_and_restart_loses_nothing_fires_nothing_twice(
     assert "malformed detections record" in stderr  # dead-lettered, and the aggregator kept going
     for secret in (alerts_receiver.secret, "sekrit-token-123", CAM_PASSWORD):
         assert secret not in stderr
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_log_shows_only_the_endpoint_of_a_webhook_url(
+    vigil_config: VigilConfig, alerts_receiver: Receiver, tmp_path: Path
+) -> None:
+    """Slack-style URLs carry their token in the path: `vigil alerts` logs scheme://host:port only,
+    also in retry warnings and dead-letter reasons (here a redirect to another tokenised URL)."""
+    alerts_receiver.path = "/services/T000/B000/PathTokenXYZ"
+    alerts_receiver.start()
+    endpoint = f"http://127.0.0.1:{alerts_receiver.port}"
+    moved = f"{endpoint}/services/T000/B000/NewTokenXYZ"
+    alerts_receiver.responses.extend([(503, {}, b"busy"), (302, {"Location": moved}, b"")])
+    path = tmp_path / "vigil.yaml"
+    path.write_text(yaml_config(vigil_config, alerts_receiver))
+    ensure_topics(vigil_config.kafka, parse_config(path.read_text(), str(path), os.environ).topics)
+    producer = KafkaProducer(bootstrap_servers=vigil_config.kafka.bootstrap_servers)
+    for n in (1, 2):
+        producer.send(vigil_config.topics.alerts.name, key=b"cam1", value=alert(n).to_bytes())
+    producer.flush()
+    producer.close()
+    log = tmp_path / "alerts.log"
+    process = start(path, log)
+    try:
+        acked = alerts_receiver.wait_for(1, 60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    text = log.read_text()
+    assert acked == ["al_0002.started"], text[-3000:]
+    assert f"delivering to {endpoint} as group" in text
+    assert f"endpoint redirected to {endpoint}; configure the final URL" in text
+    assert "PathTokenXYZ" not in text and "NewTokenXYZ" not in text
 
 
 BASE = """\

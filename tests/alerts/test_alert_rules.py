@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from alerts_helpers import ZONE, Box, alerts_config, camera, dets, record, walk
+from alerts_helpers import NS, T0, ZONE, Box, alerts_config, camera, dets, record, walk
 
 from alerts.engine import AlertEngine
-from alerts.zones import PolygonZone, points_in_polygon
+from alerts.zones import PolygonZone
 from vigil.config import ZoneConfig
 from vigil.contracts import AlertRecord
+from vigil.geometry import points_in_polygon
 
 # Zone "door" is x 200..400, y 200..400; anchors are bottom-centre (feet).
 IN: Box = (280, 260, 320, 390)  # feet at y=390: inside
@@ -182,3 +183,35 @@ def test_restart_with_claims_fires_nothing_twice(stop_at: int, resume_at: int) -
     produced += [a for rec in frames[resume_at:] for a in second.process(rec, 0)]
     assert sorted(a.event for a in produced) == ["ended", "started"]
     assert len({a.alert_id for a in produced}) == 1
+
+
+def test_silent_camera_open_alert_ends_after_end_after_s_plus_grace() -> None:
+    """Capture time stops when a camera's frames stop: `sweep` (wall clock) ends its open alerts."""
+    engine = AlertEngine(alerts_config(min_frames=3, end_after_s=1.0), [camera()])
+    arrived = T0 + 100 * NS  # wall clock of the last record's arrival
+    out = [a for i in range(6) for a in engine.process(record(i, [IN]), arrived)]
+    assert [a.event for a in out] == ["started"]
+    assert engine.sweep(arrived + int(2.9 * NS)) == []  # end_after_s 1 + grace 2 s not yet passed
+    ended = engine.sweep(arrived + int(3.1 * NS))
+    assert [a.event for a in ended] == ["ended"] and ended[0].alert_id == out[0].alert_id
+    assert ended[0].last_seen_ns == record(5, [IN]).capture_ns  # the last real sighting
+    assert engine.sweep(arrived + 60 * NS) == []  # once
+    # A backlog of older frames (a detector catching up) finds the alert in cooldown: no re-fire.
+    later = [a for i in range(6, 12) for a in engine.process(record(i, [IN]), arrived + 61 * NS)]
+    assert later == []
+
+
+def test_sweep_leaves_live_cameras_and_ends_unadopted_claims() -> None:
+    config = alerts_config(min_frames=3, end_after_s=1.0)
+    first = AlertEngine(config, [camera()])
+    started = [a for i in range(6) for a in first.process(record(i, [IN]), 0)]
+    # A live camera with a 2.5 s gap between records is not swept.
+    live = AlertEngine(config, [camera()])
+    assert [a for i in range(6) for a in live.process(record(i, [IN]), T0)] != []
+    assert live.sweep(T0 + int(2.5 * NS)) == []
+    # After a restart, a camera whose open alert nobody adopts and that then falls silent.
+    second = AlertEngine(config, [camera()])
+    second.restore(started)
+    assert second.process(record(10, []), T0) == []
+    ended = second.sweep(T0 + int(3.5 * NS))
+    assert [(a.event, a.alert_id) for a in ended] == [("ended", started[0].alert_id)]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from alerts_helpers import NS, T0, dets, walk
 
-from alerts.tracker import ByteTracker, box_iou
+from alerts.tracker import ByteTracker
 from vigil.config import TrackerConfig
+from vigil.geometry import box_iou
 
 
 def _tracker(**kw: object) -> ByteTracker:

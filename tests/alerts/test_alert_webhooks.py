@@ -11,35 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from alerts_helpers import alert
 from alerts_receiver import Receiver
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from alerts.cli import new_secret
-from alerts.webhooks import Attempt, DeliveryPolicy, EndpointDeliverer, Signer, parse_retry_after
+from alerts.webhooks import Attempt, DeliveryPolicy, EndpointDeliverer, Signer, parse_retry_after, post
 from vigil.config import AlertsConfig, VigilConfig, WebhookConfig
-from vigil.contracts import AlertRecord, DeadLetter, FrameRef
+from vigil.contracts import DeadLetter
+from vigil.errors import VigilError
+from vigil.health import Health
 from vigil.kafka import ensure_topics
-
-
-def alert(n: int, event: str = "started") -> AlertRecord:
-    return AlertRecord(
-        alert_id=f"al_{n:04d}",
-        event=event,  # type: ignore[arg-type]
-        camera_id="cam1",
-        rule="door",
-        zone="door",
-        class_name="person",
-        class_id=0,
-        track_id=n,
-        confidence=0.9,
-        box=(1.0, 2.0, 3.0, 4.0),
-        first_seen_ns=time.time_ns(),
-        last_seen_ns=time.time_ns(),
-        frame=FrameRef("frames", 0, n),
-        latency_ms=12.5,
-    )
-
 
 # ---------------------------------------------------------------------------------------------- pure
 
@@ -99,6 +82,14 @@ def test_backoff_grows_capped_with_jitter() -> None:
 # ---------------------------------------------------------------------------------------------- broker
 
 
+def fast_group(config: VigilConfig) -> VigilConfig:
+    """Group timing short enough to be kicked out of the group by a 3 s stall (max_poll_interval)."""
+    consumer = config.kafka.consumer.model_copy(
+        update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 300, "max_poll_interval_ms": 1500}
+    )
+    return config.model_copy(update={"kafka": config.kafka.model_copy(update={"consumer": consumer})})
+
+
 def hook_config(base: VigilConfig, receiver: Receiver, **hook: object) -> VigilConfig:
     fields: dict[str, object] = {
         "name": "rx",
@@ -122,9 +113,9 @@ def publish(config: VigilConfig, records: list[bytes]) -> None:
 
 
 @contextmanager
-def deliverer(config: VigilConfig) -> Iterator[EndpointDeliverer]:
+def deliverer(config: VigilConfig, health: Health | None = None) -> Iterator[EndpointDeliverer]:
     stop = threading.Event()
-    worker = EndpointDeliverer(config, config.alerts.webhooks[0], stop)
+    worker = EndpointDeliverer(config, config.alerts.webhooks[0], stop, health=health)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -248,3 +239,187 @@ def test_duplicate_event_in_topic_delivered_once(vigil_config: VigilConfig, aler
         acked = alerts_receiver.wait_for(2, 30)
         time.sleep(1)
     assert alerts_receiver.acked_ids() == acked == ["al_0001.started", "al_0002.started"]
+
+
+# ---------------------------------------------------------------------------------------------- redirects
+
+
+def test_post_does_not_follow_a_redirect(alerts_receiver: Receiver) -> None:
+    """urllib would follow a POST's 302 with a GET without body and report the GET's 200."""
+    alerts_receiver.path = "/services/T000/B000/PathToken123"
+    alerts_receiver.start()
+    port = alerts_receiver.port
+    alerts_receiver.responses.append((302, {"Location": "/moved/NewToken456"}, b""))
+    attempt = post(alerts_receiver.url, alert(1).to_bytes(), {}, 5.0)
+    assert attempt.status == 302 and not attempt.ok and not DeliveryPolicy.retryable(attempt)
+    assert alerts_receiver.gets == []
+    assert attempt.describe() == f"HTTP 302: endpoint redirected to http://127.0.0.1:{port}; configure the final URL"
+
+
+@pytest.mark.broker
+def test_redirect_is_dead_lettered_naming_the_fix(vigil_config: VigilConfig, alerts_receiver: Receiver) -> None:
+    alerts_receiver.path = "/services/T000/B000/PathToken123"
+    alerts_receiver.start()
+    port = alerts_receiver.port
+    config = hook_config(vigil_config, alerts_receiver)
+    ensure_topics(config.kafka, config.topics)
+    # The new location answers GET 200, as a moved endpoint (or a login page) would.
+    moved = f"http://127.0.0.1:{port}/services/T000/B000/NewToken456"
+    alerts_receiver.responses.append((302, {"Location": moved}, b""))
+    redirected = alert(1).to_bytes()
+    publish(config, [redirected, alert(2).to_bytes()])
+    with deliverer(config) as worker:
+        acked = alerts_receiver.wait_for(1, 30)
+        letters = dead_letters(config, 1)
+    assert acked == ["al_0002.started"]
+    assert alerts_receiver.gets == []  # never followed
+    assert worker.delivered == 1 and worker.dead_lettered == 1
+    assert [letter.value for letter in letters] == [redirected]
+    reason = letters[0].reason
+    assert f"endpoint redirected to http://127.0.0.1:{port}; configure the final URL" in reason, reason
+    assert "al_0001.started" in reason and "Token" not in reason
+
+
+# ---------------------------------------------------------------------------------------------- rebalances
+
+
+class Member:
+    """Another member of a deliverer's consumer group that holds partitions without consuming them."""
+
+    def __init__(self, config: VigilConfig, group_id: str) -> None:
+        self.consumer = KafkaConsumer(
+            config.topics.alerts.name,
+            bootstrap_servers=config.kafka.bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=300,
+        )
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.assigned: set[int] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.consumer.pause(*self.consumer.assignment())
+            self.consumer.poll(timeout_ms=100)
+            with self.lock:
+                self.assigned = {tp.partition for tp in self.consumer.assignment()}
+
+    def wait_for(self, count: int, timeout_s: float) -> set[int]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.assigned) == count:
+                    return set(self.assigned)
+            time.sleep(0.05)
+        raise AssertionError(f"the other member never held {count} partition(s), it holds {self.assigned}")
+
+    def leave(self) -> None:
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.consumer.close(autocommit=False)
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_rebalance_during_backoff_loses_no_record(vigil_config: VigilConfig, alerts_receiver: Receiver) -> None:
+    """A rebalance inside the backoff poll assigns a new partition, unpaused: the records that poll
+    returns must be fetched again later, not dropped (their offsets would be skipped)."""
+    alerts_receiver.start()
+    topics = vigil_config.topics.model_copy(
+        update={"alerts": vigil_config.topics.alerts.model_copy(update={"partitions": 2})}
+    )
+    config = hook_config(vigil_config.model_copy(update={"topics": topics}), alerts_receiver, max_backoff_s=0.3)
+    ensure_topics(config.kafka, config.topics)
+    group_id = f"{config.alerts.group_id}.webhook.rx"
+    other = Member(config, group_id)
+    try:
+        other.wait_for(2, 30)
+        alerts_receiver.responses.extend([(503, {}, b"down")] * 100_000)
+        with deliverer(config) as worker:
+            (theirs,) = other.wait_for(1, 30)
+            ours = 1 - theirs
+            producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+            producer.send(config.topics.alerts.name, alert(1).to_bytes(), partition=ours).get(timeout=10)
+            deadline = time.monotonic() + 30
+            while len(alerts_receiver.deliveries) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(alerts_receiver.deliveries) >= 2  # retrying: every poll now happens inside the backoff
+            for n in (2, 3):
+                producer.send(config.topics.alerts.name, alert(n).to_bytes(), partition=theirs).get(timeout=10)
+            producer.close()
+            other.leave()  # the deliverer takes over the other partition from inside its backoff
+            deadline = time.monotonic() + 30
+            while len(worker._consumer.assignment()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.5)  # several backoff polls on the new assignment
+            with alerts_receiver._lock:
+                alerts_receiver.responses.clear()
+            acked = alerts_receiver.wait_for(3, 30)
+            time.sleep(0.5)
+    finally:
+        other.leave()
+    assert acked == ["al_0001.started", "al_0002.started", "al_0003.started"]
+    assert alerts_receiver.acked_ids() == acked  # none twice
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+def test_commit_refused_after_rebalance_is_not_fatal(vigil_config: VigilConfig, alerts_receiver: Receiver) -> None:
+    """A receiver slower than max_poll_interval gets the deliverer kicked out of its group, so the
+    commit after the 2xx is refused: the thread must carry on (the record is redelivered and skipped)."""
+    alerts_receiver.start()
+    config = hook_config(fast_group(vigil_config), alerts_receiver, timeout_s=10.0)
+    ensure_topics(config.kafka, config.topics)
+    alerts_receiver.delays.append(3.0)
+    publish(config, [alert(1).to_bytes(), alert(2).to_bytes()])
+    health = Health()
+    with deliverer(config, health) as worker:
+        acked = alerts_receiver.wait_for(2, 60)
+        deadline = time.monotonic() + 20
+        while committed(config) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = {c.name: c for c in health.ready().components}["webhook:rx"]
+        assert status.ok, status.detail
+    assert acked == ["al_0001.started", "al_0002.started"]
+    assert worker.delivered == 2 and committed(config) == 2
+
+
+@pytest.mark.broker
+def test_deliverer_health_follows_its_thread(vigil_config: VigilConfig, alerts_receiver: Receiver) -> None:
+    alerts_receiver.start()
+    config = hook_config(vigil_config, alerts_receiver)
+    ensure_topics(config.kafka, config.topics)
+    health = Health()
+
+    def webhook_status() -> tuple[bool, str] | None:
+        found = [c for c in health.ready().components if c.name == "webhook:rx"]
+        return (found[0].ok, found[0].detail) if found else None
+
+    with deliverer(config, health):
+        deadline = time.monotonic() + 15
+        while webhook_status() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert webhook_status() == (True, f"delivering to http://127.0.0.1:{alerts_receiver.port}")
+        assert health.ready().ready
+    assert webhook_status() == (False, "stopped")
+    assert not health.ready().ready
+
+    # A deliverer whose consumer never comes up (no broker there) reports itself not ready.
+    down = config.model_copy(
+        update={
+            "kafka": config.kafka.model_copy(
+                update={"bootstrap_servers": ["127.0.0.1:9"], "bootstrap_timeout_ms": 1000}
+            )
+        }
+    )
+    worker = EndpointDeliverer(down, down.alerts.webhooks[0], threading.Event(), health=health)
+    with pytest.raises(VigilError):
+        worker.run()
+    status = webhook_status()
+    assert status is not None and status[0] is False and "exited" in status[1]
