@@ -29,11 +29,20 @@ def new_secret(nbytes: int = 32) -> str:
 
 def _guard(name: str, target: Callable[[], None], stop: threading.Event, failures: list[str]) -> Callable[[], None]:
     def run() -> None:
+        finished = False
         try:
             target()
+            finished = True
         except VigilError as exc:
+            finished = True
             failures.append(f"{name}: {exc}")
             log.error("%s stopped: %s", name, exc)
+        finally:
+            if not finished:
+                # Any other exception (its traceback is printed as it propagates): a part of the
+                # process is gone, so the whole of it stops and its supervisor restarts it,
+                # rather than running on with an endpoint nobody delivers to.
+                failures.append(f"{name}: crashed")
             stop.set()
 
     return run
