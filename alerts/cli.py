@@ -6,10 +6,8 @@ import argparse
 import base64
 import logging
 import secrets
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 from alerts.aggregator import Aggregator
 from alerts.webhooks import EndpointDeliverer
@@ -18,6 +16,7 @@ from vigil.health import Health
 from vigil.kafka import ensure_topics
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
+from vigil.signals import stop_on_signals
 
 log = logging.getLogger("alerts")
 
@@ -61,13 +60,6 @@ def alerts_main(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current batch", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
     failures: list[str] = []
     threads = []
     for hook in config.alerts.webhooks:
@@ -85,7 +77,8 @@ def alerts_main(args: argparse.Namespace) -> int:
         thread.start()
     log.info("alerts: %d rule(s), %d webhook endpoint(s)", len(config.alerts.rules), len(threads))
     aggregator = Aggregator(config, stop)
-    _guard("aggregator", aggregator.run, stop, failures)()
+    with stop_on_signals(stop, "publishing and committing the current batch"):
+        _guard("aggregator", aggregator.run, stop, failures)()
     stop.set()
     for thread in threads:
         thread.join(timeout=15)

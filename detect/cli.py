@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from detect.detector import Detector
 from detect.preprocess import decode_jpeg
@@ -17,6 +15,7 @@ from detect.results import detections_json
 from vigil.config import VigilConfig
 from vigil.errors import ContractError
 from vigil.settings import resolve_config
+from vigil.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +46,14 @@ def detect_main(args: argparse.Namespace) -> int:
     )  # fmt: skip
     ensure_topics(config.kafka, [config.topics.frames, config.topics.detections, config.topics.dead_letter])
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing the current batch, committing and stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
     producer = make_producer(config.kafka, "detect")
     health.set("kafka", True, "consumer and producer connected")
     try:
         worker = DetectWorker(config, detector, consumer, producer)
         worker.subscribe()
-        worker.run(stop)
+        with stop_on_signals(stop, "finishing the current batch and committing"):
+            worker.run(stop)
     finally:
         consumer.close(autocommit=False)
         producer.close()
@@ -109,14 +102,9 @@ def serve_main(args: argparse.Namespace) -> int:
     api = DetectionApi(detector, config.detect.http)
     api.start()
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     print(f"detection API on {api.url}/v1/detect (bearer token from detect.http.token)", file=sys.stderr, flush=True)
-    stop.wait()
+    with stop_on_signals(stop, "answering requests in flight"):
+        stop.wait()
     api.stop()
     metrics.stop()
     return 0

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 from ingest.metrics import default_metrics
@@ -26,27 +21,10 @@ from vigil.health import Health
 from vigil.kafka import ensure_topics, make_producer
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
+from vigil.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop` (graceful: queues drain, producer flushes); a second one exits."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("%s received: stopping (flushing queued frames)", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _select_cameras(config: VigilConfig, wanted: list[str] | None, source: str) -> list[CameraConfig]:
@@ -74,7 +52,7 @@ def ingest_main(args: argparse.Namespace) -> int:
     runner = IngestRunner(cameras, producer, config.topics.frames.name, default_metrics())
     log.info("ingesting %d camera(s) to %s: %s", len(cameras), config.topics.frames.name, [c.id for c in cameras])
     try:
-        with _stop_on_signals(runner.stop_event):
+        with stop_on_signals(runner.stop_event, "flushing queued frames"):
             runner.start()
             next_stats = time.monotonic() + STATS_EVERY_S
             # Live cameras run until a signal; when every camera is a recording that has ended,
@@ -133,7 +111,7 @@ def replay_main(args: argparse.Namespace) -> int:
     )
     source = runner.workers[0].source
     started = time.monotonic()
-    with _stop_on_signals(runner.stop_event):
+    with stop_on_signals(runner.stop_event, "flushing queued frames"):
         runner.start()
         while runner.running() and not runner.stop_event.is_set():
             runner.wait(timeout=1.0)
