@@ -170,6 +170,10 @@ class DetectWorker:
         self._refetch: dict[TopicPartition, int] = {}
         # True from a revocation (or the start) until the next assignment: a dropped partition may still come back.
         self._awaiting_assignment = True
+        # Records fetched beyond the current batch, with their epochs: polling for a handful of records
+        # at a time leaves the consumer's fetch pipeline empty between batches, so a poll takes all
+        # that is ready and the rest waits here (checked against revocations like any gathered record).
+        self._surplus: list[tuple[KafkaRecord, int]] = []
         self.published = 0
         self.batches = 0
         self.refetched = 0  # partitions sought back to records dropped at a rebalance
@@ -228,7 +232,9 @@ class DetectWorker:
     def _gather(self, idle: bool) -> Batch | None:
         """Up to batch_size records, waiting at most max_wait_ms once something arrived."""
         wanted = self.cfg.batch_size
-        records: list[tuple[KafkaRecord, int]] = []
+        prefetch = max(wanted, self.config.kafka.consumer.max_poll_records)
+        records = self._valid(self._surplus)
+        self._surplus = []
         deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
         while len(records) < wanted:
             remaining = deadline - time.monotonic()
@@ -237,27 +243,30 @@ class DetectWorker:
                 break
             # Idle: a short blocking poll so `stop` is noticed; otherwise only what is left of max_wait_ms.
             timeout_ms = int(max(remaining, 0) * 1000) if waiting else 200
-            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=wanted - len(records))
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=prefetch - len(records))
             for tp, items in polled.items():
                 with self._lock:
                     epoch = self._epoch.get(tp, 0)
                 records.extend((item, epoch) for item in items)
-            # A revocation (on the IO thread, at any time) makes records gathered before it stale: drop them, and
-            # fetch them again if their partition is, or comes back, ours.
-            kept: list[tuple[KafkaRecord, int]] = []
-            for record, epoch in records:
-                if self._current(TopicPartition(record.topic, record.partition), epoch):
-                    kept.append((record, epoch))
-                else:
-                    self._note_dropped(TopicPartition(record.topic, record.partition), record.offset)
-            records = self._seek_back(kept)
+            records = self._valid(records)
             if not polled and not records:
                 break
         if not records:
             return None
-        records.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
+        records, self._surplus = _take_fairly(records, wanted)
         epochs = {TopicPartition(r.topic, r.partition): e for r, e in records}
         return Batch(records=[r for r, _ in records], epochs=epochs)
+
+    def _valid(self, records: list[tuple[KafkaRecord, int]]) -> list[tuple[KafkaRecord, int]]:
+        """Drop records a revocation (on the IO thread, at any time) made stale, noting them to be
+        fetched again if their partition is, or comes back, ours."""
+        kept: list[tuple[KafkaRecord, int]] = []
+        for record, epoch in records:
+            if self._current(TopicPartition(record.topic, record.partition), epoch):
+                kept.append((record, epoch))
+            else:
+                self._note_dropped(TopicPartition(record.topic, record.partition), record.offset)
+        return self._seek_back(kept)
 
     def _note_dropped(self, tp: TopicPartition, offset: int) -> None:
         with self._lock:
@@ -403,6 +412,27 @@ class DetectWorker:
         except (CommitFailedError, KafkaError) as exc:
             # The group moved on (rebalance); the frames are published and will be reprocessed by the owner.
             log.warning("offset commit failed (%s); frames of this batch may be processed again", exc)
+
+
+def _take_fairly(
+    records: list[tuple[KafkaRecord, int]], wanted: int
+) -> tuple[list[tuple[KafkaRecord, int]], list[tuple[KafkaRecord, int]]]:
+    """The first `wanted` records taken round-robin over partitions, each partition's in offset order
+    (a busy camera must not starve the others), and the rest."""
+    by_partition: dict[tuple[str, int], list[tuple[KafkaRecord, int]]] = {}
+    for item in sorted(records, key=lambda item: (item[0].topic, item[0].partition, item[0].offset)):
+        by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
+    taken: list[tuple[KafkaRecord, int]] = []
+    depth = 0
+    while len(taken) < wanted and any(len(queue) > depth for queue in by_partition.values()):
+        for queue in by_partition.values():
+            if depth < len(queue) and len(taken) < wanted:
+                taken.append(queue[depth])
+        depth += 1
+    chosen = {id(item) for item in taken}
+    rest = [item for queue in by_partition.values() for item in queue if id(item) not in chosen]
+    taken.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
+    return taken, rest
 
 
 def detections_of(records: Sequence[DetectionsRecord]) -> dict[str, list[DetectionsRecord]]:

@@ -318,3 +318,16 @@ def test_predict_cli_prints_json_per_image() -> None:
     assert "bus" in bus["class_names"] and bus["class_names"].count("person") >= 3
     assert len(bus["boxes"]) == len(bus["scores"]) == len(bus["class_names"])
     assert lines[1]["class_names"].count("person") >= 2
+
+
+def test_batches_take_partitions_fairly_and_keep_the_rest_in_order() -> None:
+    from detect.worker import _take_fairly
+    from vigil.contracts import StubRecord
+
+    busy = [(StubRecord("frames", 0, offset, b"a", b""), 0) for offset in range(10, 20)]
+    quiet = [(StubRecord("frames", 1, offset, b"b", b""), 0) for offset in (5, 6)]
+    taken, rest = _take_fairly(busy + quiet, 4)
+    assert [(r.partition, r.offset) for r, _ in taken] == [(0, 10), (0, 11), (1, 5), (1, 6)]
+    assert [(r.partition, r.offset) for r, _ in rest] == [(0, o) for o in range(12, 20)]
+    taken, rest = _take_fairly(rest, 4)
+    assert [r.offset for r, _ in taken] == [12, 13, 14, 15] and len(rest) == 4

@@ -50,7 +50,7 @@ class ConsumerConfig(Section):
     max_poll_records: int = Field(64, ge=1, le=10_000, title="Records returned by one poll at most")
     fetch_max_bytes: int = Field(52_428_800, ge=65_536, le=512 * 1024 * 1024, title="Max bytes per fetch")
     max_partition_fetch_bytes: int = Field(
-        1_048_576,
+        8_388_608,
         ge=65_536,
         le=512 * 1024 * 1024,
         title="Max bytes per partition per fetch (larger records still arrive)",
