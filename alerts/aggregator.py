@@ -37,7 +37,7 @@ from alerts.snapshot import SnapshotFetcher
 from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, DetectionsRecord, KafkaRecord
 from vigil.errors import ContractError, VigilError
-from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
+from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Aggregator:
         self._producer = make_producer(cfg.kafka, "alerts")
         self._dead = DeadLetterPublisher(self._producer, cfg.topics.dead_letter.name, "alerts")
         self._consumer = make_consumer(cfg.kafka, "alerts", cfg.alerts.group_id)
-        self._consumer.subscribe([cfg.topics.detections.name], listener=_Rebalance(self))
+        subscribe(self._consumer, [cfg.topics.detections.name], listener=_Rebalance(self))
         if cfg.alerts.snapshot == "base64_jpeg":
             self._snapshots = SnapshotFetcher(cfg)
         log.info("aggregator: consuming %s as group %s", cfg.topics.detections.name, cfg.alerts.group_id)

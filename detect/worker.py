@@ -40,7 +40,7 @@ from detect.preprocess import Letterbox, PreparedBatch, decode_jpeg
 from vigil.config import VigilConfig
 from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
 from vigil.errors import ContractError, KafkaUnavailableError
-from vigil.kafka import DeadLetterPublisher
+from vigil.kafka import DeadLetterPublisher, subscribe
 
 log = logging.getLogger(__name__)
 STAGE = "detect"
@@ -200,7 +200,7 @@ class DetectWorker:
             return self._epoch.get(tp, 0) == epoch and tp in self._assigned
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.config.topics.frames.name], listener=_Rebalance(self))
+        subscribe(self.consumer, [self.config.topics.frames.name], listener=_Rebalance(self))
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -243,7 +243,12 @@ class DetectWorker:
                 break
             # Idle: a short blocking poll so `stop` is noticed; otherwise only what is left of max_wait_ms.
             timeout_ms = int(max(remaining, 0) * 1000) if waiting else 200
+            asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=prefetch - len(records))
+            if not polled and not waiting and time.monotonic() - asked < 0.01:
+                # kafka-python returns at once, not after the timeout, while it has no group
+                # coordinator: wait here instead of spinning a core until it finds one.
+                time.sleep(0.1)
             for tp, items in polled.items():
                 with self._lock:
                     epoch = self._epoch.get(tp, 0)

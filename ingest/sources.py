@@ -241,9 +241,6 @@ class ReplaySource:
         self._images: list[Path] = []
         self._next = 0
         self._pass_start: float | None = None
-        # The recording's own clock, anchored at the wall time the replay started (see `read`).
-        self._epoch_ns: int | None = None
-        self._loop_offset_ns = 0
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -310,7 +307,6 @@ class ReplaySource:
         if image is None:
             if not self.loop or self._next == self.start_frame:
                 return None
-            self._loop_offset_ns += round((self._next - self.start_frame) * 1e9 / self.fps)
             self._rewind()
             image = self._decode_next()
             if image is None:
@@ -325,16 +321,15 @@ class ReplaySource:
             delay = self._pass_start + offset_s - now
             if delay > 0:
                 self._sleep(delay)
-        # Capture time follows the footage, not the reader: frame n is stamped epoch + n / fps. Paced,
-        # that is the wall clock; fast, frames are stamped as the camera would have, so the tracker
-        # and rule timers (dwell, end_after_s) see the footage's real timing however fast it is read.
-        if self._epoch_ns is None:
-            self._epoch_ns = time.time_ns()
+        # Capture time is when vigil read the frame (latency is measured from it); the footage's own
+        # clock travels as media_ns. A fast replay therefore compresses time for the tracker and rule
+        # timers: replay paced (realtime) to see alert timing as live, as `vigil eval` does for its
+        # aggregator by re-timing records to the footage.
         return CapturedFrame(
             image=image,
             media_ns=round(index * 1e9 / self.fps),
             frame_index=index,
-            capture_ns=self._epoch_ns + self._loop_offset_ns + round(offset_s * 1e9),
+            capture_ns=time.time_ns(),
         )
 
     def close(self) -> None:

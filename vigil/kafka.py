@@ -98,9 +98,35 @@ def make_consumer(
     }
     options.update(overrides)
     try:
-        return KafkaConsumer(*topics, **options)
+        consumer = KafkaConsumer(**options)
     except KafkaTimeoutError as exc:
         raise _unavailable(config, exc) from exc
+    if topics:
+        subscribe(consumer, topics)
+    return consumer
+
+
+def subscribe(consumer: KafkaConsumer, topics: Sequence[str], listener: Any = None, timeout_s: float = 30.0) -> None:
+    """Subscribe once the consumer's own metadata knows every topic's partitions.
+
+    A group member whose metadata predates a just-created topic joins with no partitions for it,
+    and kafka-python 3.0 was seen to wedge in the rejoin that follows (no coordinator found, poll
+    spinning at full CPU). Fetching the topics' metadata first makes the first join the right one.
+    """
+    deadline = time.monotonic() + timeout_s
+    missing = list(topics)
+    while missing:
+        missing = [topic for topic in missing if not consumer.partitions_for_topic(topic)]
+        if missing and time.monotonic() > deadline:
+            raise KafkaUnavailableError(
+                f"topics {missing} have no partitions after {timeout_s:.0f}s; create them with `vigil topics`"
+            )
+        if missing:
+            time.sleep(0.2)
+    if listener is None:
+        consumer.subscribe(list(topics))
+    else:
+        consumer.subscribe(list(topics), listener=listener)
 
 
 def make_admin(config: KafkaConfig) -> KafkaAdminClient:
@@ -233,6 +259,7 @@ class DeadLetterPublisher:
 __all__ = [
     "DeadLetterPublisher",
     "LagProbe",
+    "subscribe",
     "KafkaError",
     "ensure_topics",
     "make_admin",

@@ -352,7 +352,4 @@ def test_seqinfo_gives_true_fps_and_replay_numbers_frames(tmp_path: Path) -> Non
     got = [folder.read() for _ in range(5)]
     assert [f.frame_index for f in got if f] == [0, 1, 2, 0, 1]
     assert [f.media_ns for f in got if f][:3] == [0, 100_000_000, 200_000_000]
-    # Read as fast as possible, the frames are still stamped 100 ms apart (the footage's clock),
-    # and the clock keeps running across the loop instead of jumping back.
-    steps = np.diff([f.capture_ns for f in got if f])
-    assert steps.tolist() == [100_000_000] * 4
+
