@@ -107,26 +107,28 @@ def make_consumer(
 
 
 def subscribe(consumer: KafkaConsumer, topics: Sequence[str], listener: Any = None, timeout_s: float = 30.0) -> None:
-    """Subscribe once the consumer's own metadata knows every topic's partitions.
+    """Subscribe, then wait until the consumer's metadata knows every topic's partitions before the
+    first poll joins the group.
 
-    A group member whose metadata predates a just-created topic joins with no partitions for it,
-    and kafka-python 3.0 was seen to wedge in the rejoin that follows (no coordinator found, poll
-    spinning at full CPU). Fetching the topics' metadata first makes the first join the right one.
+    A member that joins before the metadata of a just-created topic arrives is assigned nothing, and
+    kafka-python 3.0 was seen to wedge in the rejoin that follows (no coordinator found, poll
+    spinning at full CPU). Only the subscribed topics' metadata is awaited (`consumer._cluster` is
+    kafka-python's own cache; fetching every topic's metadata instead made later refreshes look like
+    changes and caused needless rebalances).
     """
-    deadline = time.monotonic() + timeout_s
-    missing = list(topics)
-    while missing:
-        missing = [topic for topic in missing if not consumer.partitions_for_topic(topic)]
-        if missing and time.monotonic() > deadline:
-            raise KafkaUnavailableError(
-                f"topics {missing} have no partitions after {timeout_s:.0f}s; create them with `vigil topics`"
-            )
-        if missing:
-            time.sleep(0.2)
     if listener is None:
         consumer.subscribe(list(topics))
     else:
         consumer.subscribe(list(topics), listener=listener)
+    cluster = consumer._cluster
+    deadline = time.monotonic() + timeout_s
+    while missing := [topic for topic in topics if not cluster.partitions_for_topic(topic)]:
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(
+                f"topics {missing} have no partitions after {timeout_s:.0f}s; create them with `vigil topics`"
+            )
+        cluster.request_update()
+        time.sleep(0.1)
 
 
 def make_admin(config: KafkaConfig) -> KafkaAdminClient:
