@@ -352,4 +352,3 @@ def test_seqinfo_gives_true_fps_and_replay_numbers_frames(tmp_path: Path) -> Non
     got = [folder.read() for _ in range(5)]
     assert [f.frame_index for f in got if f] == [0, 1, 2, 0, 1]
     assert [f.media_ns for f in got if f][:3] == [0, 100_000_000, 200_000_000]
-
