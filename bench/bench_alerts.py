@@ -3,7 +3,7 @@ and webhook deliveries per second, each against a baseline run in the same proce
 
     VIGIL_TEST_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python bench/bench_alerts.py [--frames 300] [--posts 500]
 
-Without VIGIL_TEST_BOOTSTRAP the broker parts are skipped (and say so).
+Without VIGIL_TEST_BOOTSTRAP it starts the embedded broker for the run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _broker import broker_for_bench
 
 from alerts.aggregator import Aggregator
 from alerts.cli import new_secret
@@ -209,7 +211,11 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300, help="frames per camera (x20 cameras)")
     parser.add_argument("--posts", type=int, default=500, help="webhook deliveries")
     args = parser.parse_args()
-    bootstrap = os.environ.get("VIGIL_TEST_BOOTSTRAP")
+    with broker_for_bench(os.environ.get("VIGIL_TEST_BOOTSTRAP")) as bootstrap:
+        return run(args, bootstrap)
+
+
+def run(args: argparse.Namespace, bootstrap: str) -> int:
     print(
         f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min), cpus {os.cpu_count()}"
     )
@@ -224,8 +230,6 @@ def main() -> int:
         print(
             f"aggregator+broker: {through:9.0f} rec/s  vs bare consumer  {bare:9.0f} rec/s  ratio {through / bare:.3f}"
         )
-    else:
-        print("aggregator+broker: skipped (set VIGIL_TEST_BOOTSTRAP=host:port)")
     bare_post, signed_post, durable = bench_webhooks(args.posts, bootstrap)
     print(
         f"webhooks signed:   {signed_post:9.0f} req/s  vs bare POST loop {bare_post:9.0f} req/s  ratio {signed_post / bare_post:.3f}"

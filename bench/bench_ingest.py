@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _broker import broker_for_bench
 from prometheus_client import CollectorRegistry
 
 from ingest.camera import Backoff, CameraWorker, FrameEncoder
@@ -156,13 +157,22 @@ def static_scene_share(path: Path, seconds: float = 60.0) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap", default=os.environ.get("VIGIL_TEST_BOOTSTRAP", "127.0.0.1:19092"))
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("VIGIL_TEST_BOOTSTRAP"),
+        help="a running broker (default: start the embedded broker for the run)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput/CPU run")
     args = parser.parse_args()
+    with broker_for_bench(args.bootstrap) as bootstrap:
+        return run(args, bootstrap)
+
+
+def run(args: argparse.Namespace, bootstrap: str) -> int:
     suffix = f"{os.getpid()}-{int(time.time())}"
     config = VigilConfig.model_validate(
         {
-            "kafka": {"bootstrap_servers": [args.bootstrap]},
+            "kafka": {"bootstrap_servers": [bootstrap]},
             "topics": {"frames": {"name": f"bench-ingest-{suffix}.frames", "partitions": 1, "retention_ms": 600_000}},
         }
     )
