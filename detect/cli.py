@@ -12,18 +12,11 @@ from pathlib import Path
 from detect.detector import Detector
 from detect.preprocess import decode_jpeg
 from detect.results import detections_json
-from vigil.config import VigilConfig
 from vigil.errors import ContractError
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
-
-
-def load_detector(config: VigilConfig, model: str | None = None, conf: float | None = None,
-                  iou: float | None = None) -> Detector:  # fmt: skip
-    """`Detector.from_config(config.detect, ...)`, kept for the callers in vigil.eval."""
-    return Detector.from_config(config.detect, model, conf, iou)
 
 
 def detect_main(args: argparse.Namespace) -> int:

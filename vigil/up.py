@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +26,7 @@ from vigil.broker import EmbeddedBroker
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.kafka import LagProbe, ensure_topics
+from vigil.processes import free_port, port_free, signal_group
 from vigil.scrape import Sample, scrape
 from vigil.settings import resolve_config
 
@@ -51,28 +50,6 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass  # it exited between poll() and the signal: what stopping wanted anyway
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def plan_services(config: VigilConfig, config_path: str, workers: int, log_level: str) -> list[Service]:
     """The child processes of the stack, each with its own metrics port (from metrics.port on)."""
     names = []
@@ -83,9 +60,9 @@ def plan_services(config: VigilConfig, config_path: str, workers: int, log_level
     services, port = [], config.metrics.port
     for name, command in names:
         if config.metrics.port == 0:
-            chosen = _free_port()
+            chosen = free_port()
         else:
-            while not _port_free(port):
+            while not port_free(port):
                 port += 1
             chosen, port = port, port + 1
         argv = [sys.executable, "-m", "vigil", "--log-level", log_level, "--metrics-port", str(chosen)]
@@ -239,14 +216,14 @@ class Stack:
     def stop(self, timeout_s: float = 20.0) -> None:
         live = [s.process for s in self.services if s.process is not None and s.process.poll() is None]
         for process in live:
-            _signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for process in live:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 print(f"pid {process.pid} did not stop in {timeout_s:.0f}s: killing it", file=sys.stderr)
-                _signal_group(process.pid, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         if self.broker is not None and self.started_broker:
             self.broker.stop()

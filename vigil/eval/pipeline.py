@@ -17,9 +17,7 @@ if this run started it. Children log to files in the output folder.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from vigil.config import CameraConfig, RuleConfig, VigilConfig, ZoneConfig
 from vigil.contracts import AlertRecord, DeadLetter, DetectionsRecord, FrameMeta
 from vigil.errors import ContractError, VigilError
 from vigil.kafka import LagProbe, ensure_topics, make_admin, make_consumer, make_producer
+from vigil.processes import free_port, signal_group
 from vigil.scrape import scrape
 
 log = logging.getLogger(__name__)
@@ -151,12 +150,6 @@ def run_configs(
 # ---------------------------------------------------------------------------------------------- children
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Child:
     """A stage run as `python -m vigil ... <command>`, logging to a file, in a session of its own."""
@@ -165,7 +158,7 @@ class Child:
     command: list[str]
     config_path: Path
     log_path: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, log_level: str = "INFO") -> None:
@@ -193,11 +186,11 @@ class Child:
         process = self.process
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
 
 

@@ -108,9 +108,9 @@ def bare_predictions(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, Detections], str]:
     """The model called directly on the decoded frames (no JPEG, no Kafka): GT frame -> detections."""
-    from detect.cli import load_detector
+    from detect.detector import Detector
 
-    detector = load_detector(config, model, conf=eval_conf)
+    detector = Detector.from_config(config.detect, model, conf=eval_conf)
     out: dict[int, Detections] = {}
     batch: list[tuple[int, npt.NDArray[np.uint8]]] = []
 

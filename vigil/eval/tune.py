@@ -243,9 +243,9 @@ def tune(
     target_precision: float = 0.9, camera: str | None = None, rule: str | None = None,
     check: tuple[Path, GroundTruth] | None = None,
 ) -> TuneResult:  # fmt: skip
-    from detect.cli import load_detector
+    from detect.detector import Detector
 
-    detector = load_detector(config, model, conf=min(CONFS))
+    detector = Detector.from_config(config.detect, model, conf=min(CONFS))
     names = tuple(detector.class_names)
     cache = cache_clip(detector, video, gt)
     points: list[Point] = []
