@@ -11,27 +11,13 @@ import dataclasses
 import logging
 from typing import Any
 
-import cv2
-import numpy as np
-
 from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, FrameRef
+from vigil.draw import annotate_alert
+from vigil.errors import ContractError
 from vigil.kafka import KafkaError, make_consumer
 
 log = logging.getLogger(__name__)
-
-
-def annotate(jpeg: bytes, alert: AlertRecord, quality: int = 80) -> bytes | None:
-    """The frame with the alert's box and label drawn on it, re-encoded as JPEG; None if undecodable."""
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    x1, y1, x2, y2 = (int(round(v)) for v in alert.box)
-    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
-    label = f"{alert.class_name} {alert.confidence:.2f} {alert.rule}"
-    cv2.putText(image, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return encoded.tobytes() if ok else None
 
 
 class SnapshotFetcher:
@@ -64,7 +50,12 @@ class SnapshotFetcher:
 
     def attach(self, alert: AlertRecord) -> AlertRecord:
         jpeg = self.fetch(alert.frame)
-        annotated = annotate(jpeg, alert) if jpeg else None
+        annotated: bytes | None = None
+        if jpeg:
+            try:
+                annotated = annotate_alert(jpeg, alert)
+            except ContractError as exc:
+                log.warning("snapshot: frame %s of alert %s is not usable: %s", alert.frame, alert.alert_id, exc)
         data = base64.b64encode(annotated).decode() if annotated else None
         return dataclasses.replace(alert, snapshot=data, snapshot_kind="base64_jpeg")
 

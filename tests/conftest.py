@@ -141,6 +141,7 @@ def vigil_config(kafka_bootstrap: str, unique_name: str) -> VigilConfig:
                 "detections": {"name": f"{unique_name}.detections", "partitions": 3},
                 "alerts": {"name": f"{unique_name}.alerts", "partitions": 1},
                 "dead_letter": {"name": f"{unique_name}.dead-letter", "partitions": 1},
+                "status": {"name": f"{unique_name}.status", "partitions": 1},
             },
             "detect": {"group_id": f"{unique_name}-detect"},
             "alerts": {"group_id": f"{unique_name}-alerts"},

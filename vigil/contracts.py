@@ -6,6 +6,7 @@ Every record crossing a process boundary is one of the typed classes here, never
 * detections topic  key = camera id, value = JSON (`DetectionsRecord`).
 * alerts topic      key = camera id, value = JSON (`AlertRecord`).
 * dead-letter topic key/value = the original bytes, original headers plus `dlq-*` headers (`DeadLetter`).
+* status topic      key = process name, value = JSON (`vigil.status.StatusRecord`): heartbeats.
 
 Decoding never trusts its input: anything malformed raises `ContractError` with a reason that
 names the field, which consumers put on the dead-letter topic.

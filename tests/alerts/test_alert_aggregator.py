@@ -33,6 +33,7 @@ def yaml_config(base: VigilConfig, receiver: Receiver) -> str:
           detections: {{name: {t.detections.name}, partitions: 2}}
           alerts: {{name: {t.alerts.name}, partitions: 1}}
           dead_letter: {{name: {t.dead_letter.name}, partitions: 1}}
+          status: {{name: {t.status.name}, partitions: 1}}
         cameras:
           - id: cam1
             url: rtsp://admin:{CAM_PASSWORD}@cam/stream

@@ -155,14 +155,18 @@ class TopicsConfig(Section):
         default_factory=lambda: TopicConfig(name="vigil.dead-letter", partitions=1),
         title="Records a stage could not process, with the reason",
     )
+    status: TopicConfig = Field(
+        default_factory=lambda: TopicConfig(name="vigil.status", partitions=1, retention_ms=3_600_000),
+        title="Heartbeats of every process: readiness, camera states, headline figures",
+    )
     replication_factor: int = Field(1, ge=1, le=7, title="Replication factor for topics vigil creates")
 
     @model_validator(mode="after")
     def _names_unique(self) -> TopicsConfig:
-        names = [self.frames.name, self.detections.name, self.alerts.name, self.dead_letter.name]
+        names = [t.name for t in self.all()]
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must be distinct, got {names}")
         return self
 
     def all(self) -> list[TopicConfig]:
-        return [self.frames, self.detections, self.alerts, self.dead_letter]
+        return [self.frames, self.detections, self.alerts, self.dead_letter, self.status]

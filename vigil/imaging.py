@@ -1,0 +1,160 @@
+"""Image bytes in, pixels out, with the size checked before any memory is spent on it.
+
+A JPEG of a few kilobytes can declare 30000x30000 pixels; decoding it costs gigabytes. `probe_image`
+reads the dimensions from the header alone (JPEG's SOF marker, PNG's IHDR chunk) and `decode_image`
+refuses anything over `max_pixels` before OpenCV allocates the frame. Every stage that decodes
+untrusted bytes (detect workers, `vigil serve`, `vigil web`) goes through here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from vigil.errors import ContractError
+
+ImageFormat = Literal["jpeg", "png"]
+# 8K UHD (7680 x 4320 = 33.2 MP): the largest frame a camera sends; the default of detect.max_pixels.
+DEFAULT_MAX_PIXELS = 7680 * 4320
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carrying the image size: baseline, extended, progressive, lossless, and
+# their arithmetic-coded forms (0xC4 DHT, 0xC8 JPG and 0xCC DAC are not frames).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# Markers without a length field: TEM and the restart markers.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+class OversizedImageError(ContractError):
+    """The image declares more pixels than allowed. Workers dead-letter it as `oversized_image`;
+    HTTP servers answer 413."""
+
+    reason = "oversized_image"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: ImageFormat
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the first start-of-frame segment; walks the segments, never the pixels."""
+    pos, end = 2, len(data)
+    while pos < end:
+        if data[pos] != 0xFF:
+            raise ContractError(f"JPEG is corrupt: expected a marker at byte {pos}")
+        while pos < end and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= end:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
+            break
+        if pos + 2 > end:
+            break
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if length < 2:
+            raise ContractError(f"JPEG is corrupt: segment 0x{marker:02X} has length {length}")
+        if marker in _SOF_MARKERS:
+            if pos + 7 > end:
+                break
+            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            if width == 0 or height == 0:
+                raise ContractError(f"JPEG declares a {width}x{height} frame; zero sizes are not supported")
+            return int(width), int(height)
+        pos += length
+    raise ContractError("JPEG has no frame header (SOF) before its image data; the file is truncated or corrupt")
+
+
+def probe_image(data: bytes) -> ImageInfo:
+    """Format and size from the header alone. Raises `ContractError` for anything but JPEG or PNG."""
+    if data[:2] == b"\xff\xd8":
+        width, height = _jpeg_size(data)
+        return ImageInfo("jpeg", width, height)
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ContractError("PNG is corrupt: its first chunk is not IHDR")
+        width, height = struct.unpack(">II", data[16:24])
+        if width == 0 or height == 0:
+            raise ContractError(f"PNG declares a {width}x{height} image; zero sizes are not supported")
+        return ImageInfo("png", int(width), int(height))
+    raise ContractError(f"image is neither JPEG nor PNG (starts with {data[:4]!r}); send JPEG or PNG bytes")
+
+
+def check_size(info: ImageInfo, max_pixels: int, setting: str = "detect.max_pixels") -> None:
+    if info.pixels > max_pixels:
+        raise OversizedImageError(
+            f"image declares {info.width}x{info.height} = {info.pixels / 1e6:.1f} MP, over {setting}="
+            f"{max_pixels} ({max_pixels / 1e6:.1f} MP); downscale it at the source or raise {setting}"
+        )
+
+
+def reduction_for(info: ImageInfo, target_w: int, target_h: int) -> int:
+    """The largest JPEG DCT-domain downscale (1, 2, 4 or 8) that still leaves the image at least
+    `target_w` x `target_h` pixels; 1 for PNG, which has no such shortcut."""
+    if info.format != "jpeg":
+        return 1
+    factor = 1
+    while factor < 8 and info.width // (factor * 2) >= target_w and info.height // (factor * 2) >= target_h:
+        factor *= 2
+    return factor
+
+
+def decode_image(
+    data: bytes | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    max_bytes: int | None = None,
+    expect_wh: tuple[int, int] | None = None,
+    reduce: int = 1,
+    setting: str = "detect.max_pixels",
+) -> npt.NDArray[np.uint8]:
+    """JPEG or PNG bytes -> BGR uint8 (H, W, 3), refusing oversized images before decoding.
+
+    `expect_wh`: the size the sender declared (a frame's width/height headers); an image of any
+    other size is refused, so no stage trusts a header that disagrees with the pixels. `reduce`
+    (1, 2, 4, 8) decodes a JPEG at that fraction of its size in the DCT domain, much cheaper than
+    decoding in full and resizing."""
+    if not data:
+        raise ContractError("image has no bytes")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ContractError(f"image is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
+    info = probe_image(data)
+    check_size(info, max_pixels, setting)
+    if expect_wh is not None and (info.width, info.height) != expect_wh:
+        raise ContractError(
+            f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
+        )
+    flag = _REDUCED.get(reduce if info.format == "jpeg" else 1)
+    if flag is None:
+        raise ContractError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if image is None:
+        raise ContractError(f"image of {len(data)} bytes ({info.format}, {info.width}x{info.height}) does not decode")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ContractError(f"could not encode an image of shape {image.shape} as JPEG")
+    return bytes(encoded.tobytes())
