@@ -17,6 +17,12 @@ dropped by the deliverers by webhook id.
 A camera that stops sending (camera or detector down) would otherwise keep its open alerts open:
 each loop also asks the engine to end the alerts of cameras idle longer than their rules'
 `end_after_s` (see `AlertEngine.sweep`), and publishes those `ended` events the same way.
+
+A Kafka outage is transient, never fatal: a failed poll is retried, a checkpoint waits for its
+sends to be acknowledged (as long as the producer's delivery timeout allows), a refused commit is
+left to the next one. A failure that leaves records handled but unpublished (a send that timed
+out, the alerts tail unreadable after an assignment) restarts the aggregator inside the process
+exactly as a process restart would: a fresh engine and consumer resume from the last commit.
 """
 
 from __future__ import annotations
@@ -36,14 +42,20 @@ from alerts.engine import AlertEngine
 from alerts.snapshot import SnapshotFetcher
 from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, DetectionsRecord, KafkaRecord
-from vigil.errors import ContractError, VigilError
-from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer, subscribe
+from vigil.errors import ContractError, KafkaUnavailableError, VigilError
+from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, subscribe, transient
 
 log = logging.getLogger(__name__)
 
 
 class AggregatorError(VigilError):
     """The aggregator could not publish its alerts; it stops without committing, so nothing is lost."""
+
+
+# How often a checkpoint re-checks `stop` while it waits for Kafka to acknowledge its sends.
+_FLUSH_SLICE_S = 1.0
+# Pause between attempts to reopen the consumer while Kafka does not answer.
+_RETRY_S = 0.5
 
 
 def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None = None) -> list[AlertRecord]:
@@ -114,18 +126,59 @@ class Aggregator:
         self._handled: dict[TopicPartition, int] = {}
         self._snapshots: SnapshotFetcher | None = None
         self.published = 0
+        self.restarts = 0  # in-place restarts after a transient Kafka failure
         self.assigned: list[Any] | None = None
+        self.outage = Outage(log, "aggregator")
 
     def run(self) -> None:
         """Consume until `stop` is set. Commits only after a batch succeeded and on a clean stop;
-        any exception leaves the failed batch uncommitted (the finally only closes)."""
-        self.open()
+        any exception leaves the failed batch uncommitted (the finally only closes). Transient Kafka
+        failures restart the consumer in place (see the module docstring); others propagate."""
+        self.outage = Outage(log, "aggregator")
+        self._open_retrying()
         try:
             while not self.stop.is_set():
-                self.step()
-            self.checkpoint()
+                try:
+                    self.step()
+                except (KafkaError, VigilError) as exc:
+                    cause = exc.__cause__ if isinstance(exc, AggregatorError) and exc.__cause__ else exc
+                    if not transient(cause):
+                        raise
+                    self.outage.failed(cause, "resuming from the last commit once it answers")
+                    self._restart()
+            try:
+                self.checkpoint()
+            except (KafkaError, VigilError) as exc:
+                # Stopping while Kafka is down: nothing of the last batch is committed; the next start redoes it.
+                log.warning("aggregator: final checkpoint failed (%s); the last batch will be processed again", exc)
         finally:
             self.close()
+
+    def _open_retrying(self) -> None:
+        """`open`, retried while Kafka does not answer (an outage must not stop the process)."""
+        while True:
+            try:
+                self.open()
+                return
+            except (KafkaError, VigilError) as exc:
+                if not transient(exc) or self.stop.is_set():
+                    raise
+                self.outage.failed(exc, "retrying")
+                self.close()
+                self.stop.wait(_RETRY_S)
+
+    def _restart(self) -> None:
+        """What a process restart would do, in place: forget the engine's state and every handled
+        but uncommitted record, and reopen, so consumption resumes from the last commit and the
+        engine restores from the alerts tail."""
+        self.close()
+        self._producer = self._consumer = self._snapshots = None
+        self.engine = AlertEngine.from_config(self.config)
+        self._pending, self._handled, self.assigned = [], {}, None
+        self.restarts += 1
+        self.stop.wait(_RETRY_S)
+        if not self.stop.is_set():
+            self._open_retrying()
 
     def open(self) -> None:
         cfg = self.config
@@ -140,7 +193,15 @@ class Aggregator:
     def step(self, timeout_ms: int = 500) -> None:
         """One poll: restore after an assignment, handle the batch, end idle cameras' alerts,
         then checkpoint. Raises (without committing) when anything fails."""
-        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            batch = self._consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            if not transient(exc):
+                raise
+            # Nothing was returned, so nothing is lost: poll again once Kafka answers.
+            self.outage.failed(exc, "polling again")
+            self.stop.wait(_RETRY_S)
+            return
         if self.assigned is not None:
             self.restore(self.assigned)
             self.assigned = None
@@ -152,6 +213,7 @@ class Aggregator:
             self.publish(alert)
         if self._handled or self._pending:
             self.checkpoint()
+        metrics.OPEN_CAMERAS.set(sum(p.rules.has_open() for p in self.engine.pipelines.values()))
 
     def close(self) -> None:
         """Close the clients; never commits (only `checkpoint` does, after a successful batch)."""
@@ -200,13 +262,21 @@ class Aggregator:
 
     def checkpoint(self) -> None:
         """Wait until every alert and dead letter so far is acknowledged, then commit the offsets of
-        the detections records handled. A send that failed raises (nothing is committed)."""
+        the detections records handled. A send that failed raises (nothing is committed); while
+        Kafka is away this waits, re-checking `stop`, for as long as the sends have not expired."""
         if self._producer is None or self._consumer is None:
             return
         try:
-            self._producer.flush(timeout=30)
+            while not all(future.is_done for future in self._pending):
+                if self.stop.is_set() and self.outage.since is not None:
+                    # Transient: run() restarts, sees `stop` and ends without committing this batch.
+                    raise KafkaUnavailableError("stopping while Kafka does not acknowledge the alerts; not committing")
+                try:
+                    self._producer.flush(timeout=_FLUSH_SLICE_S)
+                except KafkaError as exc:  # flush timed out: Kafka is away; the sends are still pending
+                    self.outage.failed(exc, "waiting for the alerts to be acknowledged")
             for future in self._pending:
-                future.get(timeout=30)
+                future.get(timeout=0)
         except KafkaError as exc:
             raise AggregatorError(f"publishing alerts failed ({exc}); not committing, restart to retry") from exc
         self._pending = []
@@ -218,10 +288,18 @@ class Aggregator:
         if offsets:
             try:
                 self._consumer.commit(offsets)
+                self.outage.recovered()
             except (CommitFailedError, RebalanceInProgressError) as exc:
                 # The group rebalanced under us: whoever owns these partitions now re-consumes the
                 # records, and the restored claims plus deterministic ids de-duplicate the alerts.
                 log.warning("aggregator: commit failed (%s); the records will be processed again", exc)
+            except KafkaError as exc:
+                if not transient(exc):
+                    raise
+                # Kafka went away between the acknowledgement and the commit: the alerts are
+                # published; the next commit covers these offsets, or a restart redoes the records
+                # (their alerts keep their ids through the restored claims).
+                self.outage.failed(exc, "the next commit covers these records")
         metrics.OPEN_TRACKS.set(sum(len(p.tracker.confirmed) for p in self.engine.pipelines.values()))
 
     def restore(self, assigned: Any) -> None:

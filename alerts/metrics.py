@@ -7,6 +7,10 @@ from prometheus_client import Counter, Gauge, Histogram
 RECORDS = Counter("vigil_alerts_records", "Detections records consumed", ["result"])
 ALERTS = Counter("vigil_alerts_fired", "Alert events published to the alerts topic", ["event"])
 RATE_LIMITED = Counter("vigil_alerts_rate_limited", "Alerts not started because of the per-camera rate limit")
+OPEN_CAMERAS = Gauge(
+    "vigil_alerts_cameras_with_open_alerts",
+    "Cameras with an alert started and not yet ended; `vigil up --exit-when-done` waits for 0",
+)
 OPEN_TRACKS = Gauge("vigil_alerts_confirmed_tracks", "Confirmed tracks across the cameras of this aggregator")
 ATTEMPTS = Counter("vigil_alerts_webhook_attempts", "Webhook HTTP attempts", ["endpoint", "outcome"])
 DELIVERED = Counter("vigil_alerts_webhook_delivered", "Webhook deliveries acknowledged with 2xx", ["endpoint"])

@@ -37,7 +37,7 @@ from vigil.config import VigilConfig, WebhookConfig
 from vigil.contracts import AlertRecord, KafkaRecord
 from vigil.errors import ContractError
 from vigil.health import Health
-from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
+from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, transient
 from vigil.redact import redact_endpoint
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,17 @@ class EndpointDeliverer:
             producer = make_producer(self.config.kafka, f"webhook-{self.name}-dlq")
             dead = DeadLetterPublisher(producer, self.config.topics.dead_letter.name, f"alerts.webhook.{self.name}")
             self._set_health(True, f"delivering to {self.endpoint}")
+            outage = Outage(log, f"webhook {self.name}")
             while not self.stop.is_set():
-                batch = consumer.poll(timeout_ms=500)
+                try:
+                    batch = consumer.poll(timeout_ms=500)
+                except KafkaError as exc:
+                    if not transient(exc):
+                        raise
+                    outage.failed(exc, "polling again")  # nothing returned, nothing lost
+                    self.stop.wait(0.5)
+                    continue
+                outage.recovered()
                 for tp, records in batch.items():
                     for record in records:
                         if self.stop.is_set() or tp not in consumer.assignment():

@@ -37,7 +37,9 @@ def detect_main(args: argparse.Namespace) -> int:
         detector.manifest.name, detector.manifest.family, detector.manifest.version,
         detector.fixed_batch or "dynamic", detector.provider,
     )  # fmt: skip
-    ensure_topics(config.kafka, [config.topics.frames, config.topics.detections, config.topics.dead_letter])
+    ensure_topics(
+        config.kafka, [config.topics.frames, config.topics.detections, config.topics.dead_letter], config.topics
+    )
     stop = threading.Event()
     consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
     producer = make_producer(config.kafka, "detect")

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ingest.metrics import default_metrics
+from ingest.publisher import freshness_budget_s, live_producer_options
 from ingest.runner import IngestRunner
 from vigil.config import CameraConfig, VigilConfig
 from vigil.errors import ConfigError, ConfigIssue
@@ -47,9 +48,15 @@ def ingest_main(args: argparse.Namespace) -> int:
     server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     health.set("kafka", False, "connecting")
     ensure_topics(config.kafka, config.topics)
-    producer = make_producer(config.kafka, "ingest")
+    # Live frames get a delivery timeout within their freshness budget (stuck in an outage, they
+    # would arrive too old to detect); a fast replay in the same process must lose nothing, so
+    # then the configured timeouts stay.
+    lossless = any(c.kind == "replay" and not c.replay.realtime for c in cameras)
+    producer = make_producer(config.kafka, "ingest", **({} if lossless else live_producer_options(config)))
     health.set("kafka", True, "producer connected")
-    runner = IngestRunner(cameras, producer, config.topics.frames.name, default_metrics())
+    runner = IngestRunner(
+        cameras, producer, config.topics.frames.name, default_metrics(), freshness_s=freshness_budget_s(config)
+    )
     log.info("ingesting %d camera(s) to %s: %s", len(cameras), config.topics.frames.name, [c.id for c in cameras])
     try:
         with stop_on_signals(runner.stop_event, "flushing queued frames"):

@@ -14,7 +14,7 @@ _COUNTERS = {
     "sampled": "Frames chosen by the fps sampler",
     "motion_skipped": "Sampled frames not sent because nothing moved",
     "published": "Frames acknowledged by Kafka",
-    "dropped": "Frames dropped because the publish queue was full (Kafka slow)",
+    "dropped": "Frames dropped because the publish queue was full (Kafka slow or away) or they were too old to send",
     "reconnects": "Times the source was reopened after a failure",
     "frame_errors": "Frames OpenCV or the motion detector could not process (the stream is reopened)",
     "delivery_failures": "Frames Kafka did not accept after the producer's retries",

@@ -4,6 +4,13 @@ Capture must never wait for Kafka: a live camera that is not read falls behind a
 buffers fill with stale frames. So a live camera's queue is small and drops its *oldest* frame
 when full (the newest is the one worth detecting), counting the drop. A replay must be
 lossless instead, so its queue blocks the reader (`block_when_full=True`).
+
+During a Kafka outage the producer would otherwise take every frame into its own buffer and
+deliver the whole backlog when the broker is back, frames that every detection worker then skips
+as older than `detect.max_age_s`. So a live camera keeps at most `max_in_flight` frames
+unacknowledged (the rest wait in its queue, which drops the oldest), drops a frame that is already
+too old when its turn comes, and its producer gives up on a frame it could not deliver while it
+was fresh (`live_producer_options`): what reaches the frames topic is still worth detecting.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ingest.metrics import CameraCounters
+from vigil.config import VigilConfig
 from vigil.contracts import FrameMeta
 from vigil.kafka import KafkaError
 
@@ -91,11 +99,42 @@ class OutgoingFrame:
     jpeg: bytes
 
 
+def freshness_budget_s(config: VigilConfig) -> float:
+    """How long a live frame may take from capture to Kafka's acknowledgement and still be detected:
+    a third of `detect.max_age_s` to wait for its turn, a third to be delivered, a third left for
+    the worker to fetch it."""
+    return config.detect.max_age_s / 3
+
+
+def live_producer_options(config: VigilConfig) -> dict[str, Any]:
+    """`make_producer` overrides for live cameras: a frame not acknowledged within the freshness
+    budget is given up (a delivery failure) instead of arriving later than any worker would detect
+    it. Never longer than the configured timeouts; kafka-python needs delivery > linger + request.
+
+    Without idempotence: kafka-python 3.0's idempotent producer, once it expires a batch that was
+    in flight when the broker died, resets its producer id and was seen never to send again after
+    the broker came back. One request in flight keeps a camera's frames in order through retries;
+    a retry after a lost acknowledgement can publish a frame twice, which costs one extra detection."""
+    p, kafka = config.kafka.producer, config.kafka
+    delivery = min(p.delivery_timeout_ms, max(2000, int(freshness_budget_s(config) * 1000)))
+    request = min(kafka.request_timeout_ms, delivery - p.linger_ms - 1)
+    return {
+        "delivery_timeout_ms": delivery,
+        "request_timeout_ms": request,
+        "enable_idempotence": False,
+        "max_in_flight_requests_per_connection": 1,
+    }
+
+
 class FramePublisher:
     """Publishes one camera's queue to the frames topic, keyed by camera id (so one camera's
     frames stay in order on one partition). Delivery outcome arrives in the producer's I/O
     thread: success counts as published, failure (after the producer's own retries) is counted
-    and logged, never fatal."""
+    and logged, never fatal.
+
+    `max_in_flight` bounds the frames sent but not yet acknowledged (None: no bound) and
+    `max_age_s` drops frames older than that when their turn comes (None: never); both are for
+    live cameras (see the module docstring)."""
 
     def __init__(
         self,
@@ -103,6 +142,10 @@ class FramePublisher:
         topic: str,
         queue: DropOldestQueue[OutgoingFrame],
         counters: CameraCounters,
+        *,
+        max_in_flight: int | None = None,
+        max_age_s: float | None = None,
+        clock_ns: Any = time.time_ns,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -111,8 +154,12 @@ class FramePublisher:
         self._key = counters.camera_id.encode()
         self._thread: threading.Thread | None = None
         self._failure_logged = False
+        self._max_in_flight = max_in_flight
+        self._max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
+        self._clock_ns = clock_ns
         self.pending = 0
-        self._pending_lock = threading.Lock()
+        self.stale = 0  # frames dropped as too old to be worth sending
+        self._pending_cond = threading.Condition()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=f"publish-{self._counters.camera_id}", daemon=True)
@@ -124,6 +171,7 @@ class FramePublisher:
 
     def run(self) -> None:
         while True:
+            self._await_room()
             try:
                 item = self._queue.get(timeout=1.0)
             except QueueClosed:
@@ -131,8 +179,21 @@ class FramePublisher:
             if item is not None:
                 self.send(item)
 
+    def _await_room(self) -> None:
+        """Wait while `max_in_flight` frames are unacknowledged: meanwhile the camera's queue fills
+        and drops its oldest, so an outage costs the frames nobody would detect, not memory."""
+        if self._max_in_flight is None:
+            return
+        with self._pending_cond:
+            while self.pending >= self._max_in_flight:
+                self._pending_cond.wait(0.5)
+
     def send(self, item: OutgoingFrame) -> None:
-        with self._pending_lock:
+        if self._max_age_ns is not None and self._clock_ns() - item.meta.capture_ns > self._max_age_ns:
+            self.stale += 1
+            self._counters.inc("dropped")
+            return
+        with self._pending_cond:
             self.pending += 1
         try:
             future = self._producer.send(self._topic, key=self._key, value=item.jpeg, headers=item.meta.to_headers())
@@ -143,8 +204,9 @@ class FramePublisher:
         future.add_errback(self._on_error)
 
     def _done(self) -> None:
-        with self._pending_lock:
+        with self._pending_cond:
             self.pending -= 1
+            self._pending_cond.notify_all()
 
     def _on_ok(self, _metadata: Any) -> None:
         self._done()

@@ -33,7 +33,9 @@ class IngestRunner:
 
     `lossless=True` (replay) makes each queue block the reader instead of dropping, so every
     frame of a recording is published however slow Kafka is; cameras that are recordings with
-    `replay.realtime: false` are always lossless.
+    `replay.realtime: false` are always lossless. `freshness_s` (live cameras only) bounds the
+    frames in flight to the camera's `queue_size` and drops those older than it when their turn
+    comes (see `ingest.publisher`).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class IngestRunner:
         lossless: bool = False,
         sample_fps: float | None | bool = True,
         sources: dict[str, FrameSource] | None = None,
+        freshness_s: float | None = None,
     ) -> None:
         self.producer = producer
         self.stop_event = threading.Event()
@@ -55,14 +58,18 @@ class IngestRunner:
             # A recording read as fast as possible is for evaluation: it must lose nothing. Paced
             # replays stand in for live cameras and drop the oldest frame like them.
             fast_replay = camera.kind == "replay" and not camera.replay.realtime
-            queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(
-                camera.queue_size, block_when_full=lossless or fast_replay
-            )
+            keep_all = lossless or fast_replay
+            queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(camera.queue_size, block_when_full=keep_all)
             worker = CameraWorker.from_config(
                 camera, queue, counters, self.stop_event,
                 source=(sources or {}).get(camera.id), sample_fps=sample_fps,
             )  # fmt: skip
-            self._cameras.append(_Camera(worker, queue, FramePublisher(producer, topic, queue, counters), counters))
+            live = not keep_all and freshness_s is not None
+            publisher = FramePublisher(
+                producer, topic, queue, counters,
+                max_in_flight=camera.queue_size if live else None, max_age_s=freshness_s if live else None,
+            )  # fmt: skip
+            self._cameras.append(_Camera(worker, queue, publisher, counters))
 
     @property
     def workers(self) -> list[CameraWorker]:

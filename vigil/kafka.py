@@ -31,6 +31,11 @@ def _common(config: KafkaConfig, role: str) -> dict[str, Any]:
         "request_timeout_ms": config.request_timeout_ms,
         # Fail fast with a clear error instead of retrying forever when nothing listens.
         "bootstrap_timeout_ms": config.bootstrap_timeout_ms,
+        # kafka-python backs off up to 30 s between reconnects by default: a broker back after an
+        # outage went unnoticed that long. A short cap makes every client resume within about a second.
+        "reconnect_backoff_ms": config.reconnect_backoff_ms,
+        "reconnect_backoff_max_ms": config.reconnect_backoff_max_ms,
+        "retry_backoff_ms": config.retry_backoff_ms,
     }
     if config.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = config.sasl_mechanism
@@ -42,6 +47,37 @@ def _common(config: KafkaConfig, role: str) -> dict[str, Any]:
         options["ssl_keyfile"] = config.ssl_keyfile
         options["ssl_password"] = config.ssl_password.get_secret_value() if config.ssl_password else None
     return options
+
+
+def transient(exc: BaseException) -> bool:
+    """True for failures that a broker coming back (or a leader being elected) cures: no broker
+    answered, a connection dropped, a request or a send timed out. Everything else (a record too
+    large, an authorisation refused) is permanent and stops the stage."""
+    if isinstance(exc, KafkaUnavailableError):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+class Outage:
+    """Logs a Kafka outage once when it starts and once when it ends (with its length), instead of
+    once per failed call, and tells how long it has lasted."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.since: float | None = None
+        self.count = 0
+
+    def failed(self, exc: BaseException, then: str) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.count += 1
+            self._log.warning("%s: Kafka unavailable (%s: %s); %s", self._what, type(exc).__name__, exc, then)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            self._log.warning("%s: Kafka answers again after %.1fs", self._what, time.monotonic() - self.since)
+            self.since = None
 
 
 def _unavailable(config: KafkaConfig, exc: Exception) -> KafkaUnavailableError:
@@ -138,11 +174,16 @@ def make_admin(config: KafkaConfig) -> KafkaAdminClient:
         raise _unavailable(config, exc) from exc
 
 
-def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConfig]) -> list[str]:
+def ensure_topics(
+    config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConfig], layout: TopicsConfig | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; returns the names created. Existing topics are
-    left as they are (partitions are never shrunk), and a mismatch is logged."""
+    left as they are (partitions are never shrunk), and a mismatch is logged. A list of topics
+    takes its replication settings from `layout` (the config's `topics`), else one replica."""
     wanted = topics.all() if isinstance(topics, TopicsConfig) else list(topics)
-    replication = topics.replication_factor if isinstance(topics, TopicsConfig) else 1
+    settings = topics if isinstance(topics, TopicsConfig) else layout
+    replication = settings.replication_factor if settings is not None else 1
+    min_isr = settings.min_isr if settings is not None else 1
     admin = make_admin(config)
     try:
         existing = set(admin.list_topics())
@@ -151,7 +192,7 @@ def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConf
                 name=t.name,
                 num_partitions=t.partitions,
                 replication_factor=replication,
-                topic_configs=_topic_configs(t, config),
+                topic_configs=_topic_configs(t, config, min_isr),
             )
             for t in wanted
             if t.name not in existing
@@ -177,10 +218,11 @@ def ensure_topics(config: KafkaConfig, topics: TopicsConfig | Sequence[TopicConf
         admin.close()
 
 
-def _topic_configs(topic: TopicConfig, config: KafkaConfig) -> dict[str, str]:
+def _topic_configs(topic: TopicConfig, config: KafkaConfig, min_isr: int) -> dict[str, str]:
     # Frames can be megabytes: let the topic take whatever the producer may send, whatever the
-    # broker's default (1 MiB) is.
-    configs = {"max.message.bytes": str(config.producer.max_request_size)}
+    # broker's default (1 MiB) is. With acks=all, min.insync.replicas is what makes an
+    # acknowledged record survive the loss of a broker (replication 3, min ISR 2: any one).
+    configs = {"max.message.bytes": str(config.producer.max_request_size), "min.insync.replicas": str(min_isr)}
     if topic.retention_ms:
         configs["retention.ms"] = str(topic.retention_ms)
     return configs
@@ -261,6 +303,8 @@ class DeadLetterPublisher:
 __all__ = [
     "DeadLetterPublisher",
     "LagProbe",
+    "Outage",
+    "transient",
     "subscribe",
     "KafkaError",
     "ensure_topics",

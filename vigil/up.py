@@ -89,6 +89,17 @@ def stack_lags(config: VigilConfig, probe: LagProbe) -> dict[str, int | None]:
     return lags
 
 
+def all_done(services: list[Service], samples: dict[str, Sample], lags: dict[str, int | None]) -> bool:
+    """True once the recordings ended, every consumer group is drained and the aggregator holds no
+    open alert: its idle sweep ends those `end_after_s` after the last frame, and the `ended`
+    events must be delivered too (the webhook lags are read after this scrape, so they count them)."""
+    ingest_done = all(s.finished for s in services if s.name == "ingest")
+    drained = all(v == 0 for v in lags.values())
+    alerts = samples.get("alerts")
+    settled = alerts is not None and alerts.ok and alerts.get("vigil_alerts_cameras_with_open_alerts") == 0
+    return ingest_done and drained and settled
+
+
 @dataclass
 class Progress:
     """Rates between two scrapes, rendered as one status line."""
@@ -260,11 +271,9 @@ def up_main(args: argparse.Namespace) -> int:
             print(
                 f"[{time.monotonic() - started:6.1f}s] {progress.line(stack.services, samples, lags)}", file=sys.stderr
             )
-            ingest_done = all(s.finished for s in stack.services if s.name == "ingest")
-            drained = all(v == 0 for v in lags.values())
-            idle_checks = idle_checks + 1 if (ingest_done and drained) else 0
+            idle_checks = idle_checks + 1 if all_done(stack.services, samples, lags) else 0
             if args.exit_when_done and idle_checks >= 2:
-                print("every frame processed and every alert delivered: stopping", file=sys.stderr)
+                print("every frame processed, every alert ended and delivered: stopping", file=sys.stderr)
                 break
             if args.duration and time.monotonic() - started >= args.duration:
                 break

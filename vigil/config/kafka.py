@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from vigil.config.base import Section
 
@@ -85,6 +85,16 @@ class KafkaConfig(Section):
     bootstrap_timeout_ms: int = Field(
         10_000, ge=500, le=600_000, title="How long a client tries to reach the cluster before giving up, ms"
     )
+    reconnect_backoff_ms: int = Field(
+        50, ge=10, le=60_000, title="First wait before reconnecting to a broker that went away, ms"
+    )
+    reconnect_backoff_max_ms: int = Field(
+        1000,
+        ge=10,
+        le=300_000,
+        title="Longest wait between reconnects, ms; bounds how long a client takes to notice a broker is back",
+    )
+    retry_backoff_ms: int = Field(100, ge=10, le=60_000, title="Wait before retrying a failed request, ms")
     producer: ProducerConfig = Field(default_factory=ProducerConfig, title="Producer settings")
     consumer: ConsumerConfig = Field(default_factory=ConsumerConfig, title="Consumer settings")
     embedded: EmbeddedBrokerConfig = Field(
@@ -112,6 +122,15 @@ class KafkaConfig(Section):
                     "(put the password in an environment variable and write sasl_password: ${KAFKA_PASSWORD})"
                 )
         return self
+
+    @field_validator("reconnect_backoff_max_ms")
+    @classmethod
+    def _backoff_ordered(cls, value: int, info: ValidationInfo) -> int:
+        # A field validator, so the error names this key (reconnect_backoff_ms is validated first).
+        first = info.data.get("reconnect_backoff_ms")
+        if first is not None and value < first:
+            raise ValueError(f"must be at least reconnect_backoff_ms ({first})")
+        return value
 
     @model_validator(mode="after")
     def _delivery_covers_request(self) -> KafkaConfig:
@@ -160,6 +179,13 @@ class TopicsConfig(Section):
         title="Heartbeats of every process: readiness, camera states, headline figures",
     )
     replication_factor: int = Field(1, ge=1, le=7, title="Replication factor for topics vigil creates")
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=7,
+        title="min.insync.replicas of the topics vigil creates: replicas that must have a record before acks=all "
+        "answers; default replication_factor - 1 (at least 1)",
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> TopicsConfig:
@@ -167,6 +193,22 @@ class TopicsConfig(Section):
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must be distinct, got {names}")
         return self
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _min_isr_fits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replication = info.data.get("replication_factor")
+        if value is not None and replication is not None and value > replication:
+            # Every acks=all send would be refused (NotEnoughReplicas) even with every broker up.
+            raise ValueError(f"must not exceed replication_factor ({replication}): no acks=all send could ever succeed")
+        return value
+
+    @property
+    def min_isr(self) -> int:
+        """The min.insync.replicas vigil sets on its topics."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return max(1, self.replication_factor - 1)
 
     def all(self) -> list[TopicConfig]:
         return [self.frames, self.detections, self.alerts, self.dead_letter, self.status]

@@ -267,7 +267,7 @@ class PipelineRun:
             for path, config in ((stages_path, cfg), (alerts_path, self.configs.alerts)):
                 path.write_text(yaml.safe_dump(_reveal(config.model_dump()), sort_keys=False), encoding="utf-8")
                 path.chmod(0o600)  # may hold SASL credentials
-            ensure_topics(kafka, [*cfg.topics.all(), self.configs.alerts.topics.detections])
+            ensure_topics(kafka, [*cfg.topics.all(), self.configs.alerts.topics.detections], cfg.topics)
             try:
                 return self._run(stages_path, alerts_path, logs)
             finally:
