@@ -1,98 +1,86 @@
 """The embedded Apache Kafka broker: one KRaft node (broker + controller) on loopback.
 
 `vigil broker start` runs the real Apache Kafka broker, not a Python imitation: the jars are
-resolved once from Maven Central with `deploy/kafka/pom.xml` and cached per version, the storage
-is formatted once, and the JVM runs detached in its own session with its pid in the state dir,
-so `stop` and `status` work from any later process. Production deployments point
-`kafka.bootstrap_servers` at their own cluster instead and never touch this module.
+resolved once from Maven Central (`vigil.kafka_jars`), the storage is formatted once, and the JVM
+runs detached in its own session with its pid in the state dir, so `stop` and `status` work from
+any later process. `vigil.cluster` runs several of these nodes as one cluster. Production
+deployments point `kafka.bootstrap_servers` at their own cluster instead and never touch this module.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
 import contextlib
 import errno
 import fcntl
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from vigil.config import EmbeddedBrokerConfig
 from vigil.errors import BrokerError
+from vigil.kafka_jars import (
+    LOG_TAIL_LINES,
+    Progress,
+    default_cache_dir,
+    default_deploy_dir,
+    fetch_jars,
+    new_cluster_id,
+    stderr_progress,
+    tail,
+)
 
-Progress = Callable[[str], None]
-
-_MARKER = ".vigil-complete"
-_LOG_TAIL_LINES = 20
 # Records up to the producer's max_request_size (8 MiB by default) plus batch overhead.
 _MAX_MESSAGE_BYTES = 10 * 1024 * 1024
-_MVN_TIMEOUT_S = 600.0
 _FORMAT_TIMEOUT_S = 120.0
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
-def _stderr_progress(message: str) -> None:
-    print(f"vigil broker: {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL client listener instead of PLAINTEXT: TLS with a PEM key and certificate chain,
+    and SCRAM-SHA-512 users created when the storage is formatted (`kafka-storage --add-scram`).
+    The broker talks to itself (inter-broker) as `inter_broker_user` over the same listener."""
+
+    keystore_pem: Path  # the broker's private key (unencrypted PKCS#8) followed by its certificate chain
+    truststore_pem: Path  # the CA that signed it
+    users: Mapping[str, str] = field(repr=False)  # user name -> password
+    inter_broker_user: str = "broker"
+
+    def __post_init__(self) -> None:
+        if self.inter_broker_user not in self.users:
+            raise BrokerError(f"inter_broker_user {self.inter_broker_user!r} must be one of the SCRAM users")
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python options of a client that connects as the inter-broker user (the readiness probe)."""
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_plain_username": self.inter_broker_user,
+            "sasl_plain_password": self.users[self.inter_broker_user],
+            "ssl_cafile": str(self.truststore_pem),
+        }
 
 
-def default_cache_dir() -> Path:
-    """Where fetched jars live: $VIGIL_CACHE_DIR/kafka, else $XDG_CACHE_HOME/vigil/kafka, else
-    ~/.cache/vigil/kafka. Read when called, never at import."""
-    if root := os.environ.get("VIGIL_CACHE_DIR"):
-        return Path(root).expanduser() / "kafka"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "vigil" / "kafka"
+@dataclass(frozen=True)
+class NodeRole:
+    """This node's place in a cluster (`vigil.cluster`): its id, the controller quorum, the cluster
+    id every node is formatted with, and the replication of Kafka's internal topics."""
 
-
-def default_deploy_dir() -> Path:
-    """`deploy/kafka` of the source tree (pom.xml and log4j2.yaml); $VIGIL_KAFKA_DEPLOY_DIR overrides."""
-    if override := os.environ.get("VIGIL_KAFKA_DEPLOY_DIR"):
-        return Path(override).expanduser()
-    return Path(__file__).resolve().parents[1] / "deploy" / "kafka"
-
-
-def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, base64url without padding (22 characters).
-
-    Like Kafka's own `Uuid.randomUuid()`, never one starting with '-': the storage tool's argument
-    parser would take it for an option (about 1 id in 64)."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
-    kept = [line for line in text.splitlines() if line.strip()][-lines:]
-    return "\n".join(f"    {line}" for line in kept) if kept else "    (no output)"
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Maven's generic advice after every failure; the lines before it say what actually went wrong.
-_MVN_BOILERPLATE = ("re-run maven", "to see the full stack trace", "for more information about the errors", "[help ")
-
-
-def _mvn_summary(output: str) -> str:
-    useful = []
-    for line in output.splitlines():
-        line = _ANSI.sub("", line)
-        text = line.removeprefix("[ERROR]").strip().lower()
-        if text and not text.startswith(_MVN_BOILERPLATE):
-            useful.append(line)
-    return _tail("\n".join(useful), 15)
+    node_id: int = 1
+    voters: str | None = None  # controller.quorum.voters; None: this node alone
+    cluster_id: str | None = None  # None: a new id at format time
+    internal_replication: int = 1
+    # A cluster notices a killed node after this long (Kafka's default, 9 s, stalls acks=all that long).
+    session_timeout_ms: int | None = None
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -163,9 +151,13 @@ class EmbeddedBroker:
         deploy_dir: Path | None = None,
         mvn: str = "mvn",
         java: str = "java",
-        progress: Progress | None = _stderr_progress,
+        progress: Progress | None = stderr_progress,
+        role: NodeRole | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.config = config
+        self.role = role or NodeRole()
+        self.security = security
         self.state_dir = (state_dir or Path(config.state_dir)).absolute()
         self._cache_dir = cache_dir
         self._deploy_dir = deploy_dir
@@ -205,6 +197,10 @@ class EmbeddedBroker:
     def data_dir(self) -> Path:
         return self.state_dir / "data"
 
+    def client_options(self) -> dict[str, Any]:
+        """Security options a kafka-python client needs for this broker's client listener."""
+        return {} if self.security is None else self.security.client_options()
+
     def _say(self, message: str) -> None:
         if self._progress is not None:
             self._progress(message)
@@ -213,82 +209,35 @@ class EmbeddedBroker:
 
     def fetch(self) -> Path:
         """The folder of broker jars for the configured Kafka version, fetched with Maven on first use."""
-        target = self.jars_dir
-        if (target / _MARKER).is_file():
-            return target
-        pom = self.deploy_dir / "pom.xml"
-        version = self.config.kafka_version
-        fix = (
-            "or point vigil at an existing Kafka cluster instead by setting kafka.bootstrap_servers "
-            "(e.g. [kafka-1:9092]) in the config"
-        )
-        if not pom.is_file():
-            raise BrokerError(
-                f"{pom} not found: the embedded broker needs vigil's source tree (deploy/kafka), or set "
-                f"$VIGIL_KAFKA_DEPLOY_DIR to a folder holding pom.xml and log4j2.yaml; {fix}"
-            )
-        mvn = shutil.which(self._mvn)
-        if mvn is None:
-            raise BrokerError(
-                f"Maven ({self._mvn}) is not on PATH; it is needed once to fetch the Apache Kafka {version} jars "
-                f"into {target}. Install Maven (e.g. apt-get install maven), or copy the jars there and create "
-                f"{target / _MARKER}; {fix}"
-            )
-        self._say(f"fetching Apache Kafka {version} jars from Maven Central into {target} ...")
-        started = time.monotonic()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{version}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        command = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime", f"-Dkafka.version={version}",
-        ]  # fmt: skip
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=_MVN_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError(
-                f"mvn did not finish fetching Kafka {version} within {_MVN_TIMEOUT_S:.0f}s; {fix}"
-            ) from exc
-        output = (result.stdout + result.stderr).decode("utf-8", "replace")
-        jars = sorted(staging.glob("*.jar")) if staging.is_dir() else []
-        if result.returncode != 0 or not any(j.name == f"kafka_2.13-{version}.jar" for j in jars):
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError(
-                f"mvn failed to fetch Apache Kafka {version} (exit {result.returncode}); its last lines:\n"
-                f"{_mvn_summary(output)}\nCheck network access to Maven Central and kafka.embedded.kafka_version; {fix}"
-            )
-        (staging / _MARKER).write_text("\n".join(j.name for j in jars) + "\n")
-        try:
-            staging.rename(target)
-        except OSError:
-            # Another process completed the same fetch first; its copy is as good as ours.
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (target / _MARKER).is_file():
-                raise
-        self._say(f"fetched {len(jars)} jars in {time.monotonic() - started:.1f}s")
-        return target
+        return fetch_jars(self.jars_dir, self.config.kafka_version, self.deploy_dir, self._mvn, self._progress)
 
     # ------------------------------------------------------------------------------------ format
 
+    @property
+    def protocol(self) -> str:
+        return "PLAINTEXT" if self.security is None else "SASL_SSL"
+
     def server_properties(self) -> str:
-        c = self.config
+        c, role = self.config, self.role
+        internal = str(role.internal_replication)
+        internal_isr = str(max(1, role.internal_replication - 1))
+        client = self.protocol
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{c.host}:{c.controller_port}",
-            "listeners": f"PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{c.host}:{c.port}",
+            "node.id": str(role.node_id),
+            "controller.quorum.voters": role.voters or f"{role.node_id}@{c.host}:{c.controller_port}",
+            "listeners": f"{client}://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
+            "advertised.listeners": f"{client}://{c.host}:{c.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir),
-            # A single node: every internal topic must make do with one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            # Kafka's internal topics get as many replicas as there are nodes (one when alone).
+            "offsets.topic.replication.factor": internal,
+            "transaction.state.log.replication.factor": internal,
+            "transaction.state.log.min.isr": internal_isr,
+            "share.coordinator.state.topic.replication.factor": internal,
+            "share.coordinator.state.topic.min.isr": internal_isr,
             # Consumers join at once instead of waiting 3 s for more members (tests, restarts).
             "group.initial.rebalance.delay.ms": "0",
             "num.partitions": "1",
@@ -302,7 +251,30 @@ class EmbeddedBroker:
             "log.segment.bytes": str(128 * 1024 * 1024),
             "log.retention.check.interval.ms": "60000",
         }
+        if role.session_timeout_ms is not None:
+            settings["broker.session.timeout.ms"] = str(role.session_timeout_ms)
+            settings["broker.heartbeat.interval.ms"] = str(max(100, role.session_timeout_ms // 8))
+        if self.security is not None:
+            settings |= self._security_properties(self.security)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    @staticmethod
+    def _security_properties(security: BrokerSecurity) -> dict[str, str]:
+        user = security.inter_broker_user
+        password = security.users[user].replace("\\", "\\\\").replace('"', '\\"')
+        jaas = (
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            # A password type: Kafka logs it as [hidden].
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(security.keystore_pem),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(security.truststore_pem),
+        }
 
     def _java_command(self, jars: Path, main_class: str, *args: str, heap_mb: int) -> list[str]:
         log4j = self.deploy_dir / "log4j2.yaml"
@@ -321,8 +293,8 @@ class EmbeddedBroker:
         jars = jars or self.fetch()
         self._say(f"formatting broker storage in {self.data_dir} ...")
         command = self._java_command(
-            jars, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}", "-c", str(self.properties_file),
-            heap_mb=256,
+            jars, "kafka.tools.StorageTool", "format", f"--cluster-id={self.role.cluster_id or new_cluster_id()}",
+            "-c", str(self.properties_file), *self._scram_arguments(), heap_mb=256,
         )  # fmt: skip
         try:
             result = subprocess.run(command, capture_output=True, timeout=_FORMAT_TIMEOUT_S, check=False)
@@ -332,8 +304,17 @@ class EmbeddedBroker:
             raise BrokerError(f"formatting Kafka storage took over {_FORMAT_TIMEOUT_S:.0f}s") from exc
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode("utf-8", "replace")
-            raise BrokerError(f"formatting Kafka storage in {self.data_dir} failed:\n{_tail(output)}")
+            raise BrokerError(f"formatting Kafka storage in {self.data_dir} failed:\n{tail(output)}")
         return True
+
+    def _scram_arguments(self) -> list[str]:
+        """`--add-scram` for every user: their credentials are in the cluster's metadata from the start."""
+        if self.security is None:
+            return []
+        args: list[str] = []
+        for user, password in self.security.users.items():
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+        return args
 
     # ------------------------------------------------------------------------------------ process
 
@@ -381,9 +362,9 @@ class EmbeddedBroker:
         listening = _accepts_tcp(self.config.host, self.config.port)
         return BrokerStatus(True, pid, self.bootstrap, rss_mb, uptime, self.state_dir, listening)
 
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
-            return _tail(self.log_file.read_text(errors="replace"), lines)
+            return tail(self.log_file.read_text(errors="replace"), lines)
         except OSError:
             return "    (no broker log)"
 
@@ -402,10 +383,22 @@ class EmbeddedBroker:
         """Start the broker (fetching and formatting first if needed) and wait until it answers.
         Returns the bootstrap address. A broker of this state dir that already runs is reused."""
         deadline = time.monotonic() + timeout_s
+        launched = self.launch()
+        try:
+            self.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BrokerError:
+            if launched and self._process is not None:
+                self._terminate(self._process.pid, 10.0)
+                self.pid_file.unlink(missing_ok=True)
+            raise
+        return self.bootstrap
+
+    def launch(self) -> bool:
+        """Start the JVM (fetching and formatting first if needed) without waiting for it to answer,
+        as a cluster starts all its nodes before any can answer. False if it already runs."""
         with self._lock():
             if self._running_pid() is not None:
-                self.wait_ready(max(1.0, deadline - time.monotonic()))
-                return self.bootstrap
+                return False
             self.pid_file.unlink(missing_ok=True)  # stale: the process it names is gone
             c = self.config
             for port, key in ((c.port, "port"), (c.controller_port, "controller_port")):
@@ -432,13 +425,7 @@ class EmbeddedBroker:
                 except FileNotFoundError as exc:
                     raise BrokerError(f"{self._java} not found: the Kafka broker needs Java 17 or later") from exc
             self.pid_file.write_text(f"{self._process.pid}\n")
-            try:
-                self.wait_ready(max(1.0, deadline - time.monotonic()))
-            except BrokerError:
-                self._terminate(self._process.pid, 10.0)
-                self.pid_file.unlink(missing_ok=True)
-                raise
-            return self.bootstrap
+            return True
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Wait until the broker answers a metadata request and lists itself unfenced."""
@@ -474,7 +461,7 @@ class EmbeddedBroker:
         try:
             admin = KafkaAdminClient(
                 bootstrap_servers=self.bootstrap, client_id="vigil-broker-probe",
-                bootstrap_timeout_ms=2000, request_timeout_ms=5000,
+                bootstrap_timeout_ms=2000, request_timeout_ms=5000, **self.client_options(),
             )  # fmt: skip
         except KafkaError as exc:
             return f"metadata request failed: {exc}"
@@ -527,44 +514,3 @@ class EmbeddedBroker:
             self.pid_file.unlink(missing_ok=True)
             self._process = None
             return True
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """`vigil broker fetch|start|stop|status`."""
-    from vigil.settings import resolve_config
-
-    config = resolve_config(args.config, args.log_level)
-    broker = EmbeddedBroker(config.kafka.embedded)
-    external = not config.kafka.uses_embedded_broker
-    servers = ",".join(config.kafka.bootstrap_servers)
-    if args.action == "fetch":
-        print(broker.fetch())
-        return 0
-    if args.action in ("start", "stop") and external:
-        print(
-            f"vigil broker {args.action}: this config uses the Kafka cluster at {servers} "
-            "(kafka.bootstrap_servers), so the embedded broker is not used; remove bootstrap_servers to use it",
-            file=sys.stderr,
-        )
-        return 2
-    if args.action == "start":
-        started = time.monotonic()
-        bootstrap = broker.start(args.timeout)
-        status = broker.status()
-        rss = f"{status.rss_mb:.0f} MB" if status.rss_mb is not None else "unknown"
-        print(
-            f"Kafka broker ready at {bootstrap} in {time.monotonic() - started:.1f}s "
-            f"(pid {status.pid}, RSS {rss}, state {broker.state_dir})"
-        )
-        return 0
-    if args.action == "stop":
-        print("stopped" if broker.stop(args.timeout) else f"not running (state {broker.state_dir})")
-        return 0
-    status = broker.status()
-    if external:
-        print(f"note: this config uses the Kafka cluster at {servers}; the embedded broker is not used by it")
-    print(status.describe())
-    return 0 if status.running else 3

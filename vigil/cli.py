@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("action", choices=["fetch", "start", "stop", "status"])
     _add_config(broker, required=False)
     broker.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start/stop")
-    broker.set_defaults(handler=_lazy("vigil.broker:cli_main"))
+    broker.add_argument(
+        "--nodes", type=int, choices=range(1, 6), metavar="N", help="a local cluster of N nodes (kafka.embedded.nodes)"
+    )
+    broker.set_defaults(handler=_lazy("vigil.cluster:cli_main"))
 
     # -- topics ------------------------------------------------------------------------------------
     topics = sub.add_parser("topics", help="create the configured topics if missing")

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import IO
 
 from vigil.broker import EmbeddedBroker
+from vigil.cluster import EmbeddedCluster, embedded_kafka
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.kafka import LagProbe, ensure_topics
@@ -158,12 +159,12 @@ class Stack:
         self.config_path = config_path
         self.services = plan_services(config, config_path, workers, log_level)
         self.stop_event = threading.Event()
-        self.broker: EmbeddedBroker | None = None
+        self.broker: EmbeddedBroker | EmbeddedCluster | None = None
         self.started_broker = False
 
     def start(self) -> None:
         if self.config.kafka.uses_embedded_broker:
-            self.broker = EmbeddedBroker(self.config.kafka.embedded)
+            self.broker = embedded_kafka(self.config.kafka.embedded)
             self.started_broker = not self.broker.status().running
             print(f"kafka: {'starting' if self.started_broker else 'using'} the embedded broker", file=sys.stderr)
             self.broker.start()

@@ -16,12 +16,39 @@ class EmbeddedBrokerConfig(Section):
     state_dir: str = Field(".state/kafka", title="Directory for the broker's data, logs and pid file")
     heap_mb: int = Field(512, ge=128, le=8192, title="JVM heap of the embedded broker, in MiB")
     kafka_version: str = Field("4.1.1", pattern=r"^4\.\d+\.\d+$", title="Apache Kafka 4.x version fetched from Maven")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=5,
+        title="Nodes of the embedded cluster (each broker + controller); node k (from 0) listens on "
+        "port + 2k and controller_port + 2k",
+    )
 
     @model_validator(mode="after")
     def _ports_differ(self) -> EmbeddedBrokerConfig:
         if self.port == self.controller_port:
             raise ValueError("port and controller_port must differ")
         return self
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_ports_fit(cls, nodes: int, info: ValidationInfo) -> int:
+        port, controller = info.data.get("port"), info.data.get("controller_port")
+        if port is None or controller is None:
+            return nodes
+        clients, controllers = set(range(port, port + 2 * nodes, 2)), set(range(controller, controller + 2 * nodes, 2))
+        if clients & controllers:
+            raise ValueError(
+                f"{nodes} nodes on ports {port} + 2k and controller ports {controller} + 2k overlap; "
+                "choose ports an odd distance apart (e.g. 9092 and 9093)"
+            )
+        if max(clients | controllers) > 65535:
+            raise ValueError(f"{nodes} nodes from port {max(port, controller)} run past 65535")
+        return nodes
+
+    def node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each node."""
+        return [(self.port + 2 * k, self.controller_port + 2 * k) for k in range(self.nodes)]
 
 
 class ProducerConfig(Section):
@@ -149,7 +176,7 @@ class KafkaConfig(Section):
     def bootstrap(self) -> list[str]:
         if self.bootstrap_servers:
             return list(self.bootstrap_servers)
-        return [f"{self.embedded.host}:{self.embedded.port}"]
+        return [f"{self.embedded.host}:{port}" for port, _ in self.embedded.node_ports()]
 
 
 class TopicConfig(Section):
