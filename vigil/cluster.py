@@ -142,7 +142,7 @@ class EmbeddedCluster:
                 continue
             finally:
                 admin.close()
-            return {int(b["node_id"]) for b in brokers if not b.get("is_fenced", False)}
+            return {int(b["broker_id"]) for b in brokers if not b.get("is_fenced", False)}
         return set()
 
     def wait_all_unfenced(self, timeout_s: float) -> None:

@@ -56,6 +56,11 @@ class KafkaUnavailableError(VigilError):
     """No Kafka broker answered at the configured bootstrap servers."""
 
 
+class KafkaSecurityError(VigilError):
+    """A broker answered but refused this client: a failed login or an untrusted certificate. Not
+    transient: retrying with the same settings cannot help; the message names the config key."""
+
+
 class SourceError(VigilError):
     """A camera or recording could not be opened or read."""
 

@@ -7,6 +7,8 @@ kafka-python is imported here and nowhere in the pure stage logic, which works o
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +20,7 @@ from kafka.structs import TopicPartition
 
 from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
 from vigil.contracts import DeadLetter, KafkaRecord
-from vigil.errors import KafkaUnavailableError
+from vigil.errors import KafkaSecurityError, KafkaUnavailableError, VigilError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +82,69 @@ class Outage:
             self.since = None
 
 
-def _unavailable(config: KafkaConfig, exc: Exception) -> KafkaUnavailableError:
+def _unavailable(config: KafkaConfig, exc: Exception) -> VigilError:
+    """The error for a client that could not bootstrap: a refused login or an untrusted certificate
+    named by its config key when that is what happened (kafka-python only reports a timeout), else
+    no broker answered."""
+    problem = security_problem(config)
+    if problem is not None:
+        return KafkaSecurityError(problem)
     hint = (
         "start the embedded broker with `vigil broker start`"
         if config.uses_embedded_broker
         else "check kafka.bootstrap_servers and that the cluster is reachable"
     )
     return KafkaUnavailableError(f"no Kafka broker answered at {','.join(config.bootstrap())} ({exc}); {hint}")
+
+
+def security_problem(config: KafkaConfig, timeout_s: float = 3.0) -> str | None:
+    """Why a reachable broker refused this client, naming the config key to fix, or None.
+
+    Called only after a client failed to bootstrap: it connects to the first server that accepts TCP,
+    checks its certificate against `ssl_cafile` exactly as kafka-python does (hostname included),
+    and, when that passes but the client still got nowhere with SASL, it was the login. Never puts
+    a password in the message."""
+    protocol = config.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    for server in config.bootstrap():
+        host, _, port = server.rpartition(":")
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        except OSError:
+            continue
+        with sock:
+            if protocol.endswith("SSL"):
+                cafile = config.ssl_cafile
+                try:
+                    context = ssl.create_default_context(cafile=cafile)
+                except OSError as exc:
+                    return (
+                        f"kafka.ssl_cafile {cafile} cannot be read ({exc.strerror or exc}); point it at the CA bundle"
+                    )
+                try:
+                    with context.wrap_socket(sock, server_hostname=host):
+                        pass
+                except ssl.SSLCertVerificationError as exc:
+                    trusted = (
+                        f"kafka.ssl_cafile ({cafile})" if cafile else "the system CAs (kafka.ssl_cafile is not set)"
+                    )
+                    return (
+                        f"the broker at {server} presented a certificate that {trusted} does not trust "
+                        f"({exc.verify_message}); set kafka.ssl_cafile to the CA that signed the broker's certificate"
+                    )
+                except (ssl.SSLError, OSError) as exc:
+                    return (
+                        f"the TLS handshake with {server} failed ({exc}); check kafka.security_protocol ({protocol}) "
+                        "and kafka.ssl_cafile"
+                    )
+        if protocol.startswith("SASL"):
+            return (
+                f"the broker at {server} refused the SASL {config.sasl_mechanism} login of kafka.sasl_username "
+                f"{config.sasl_username!r}: check kafka.sasl_password (and kafka.sasl_mechanism)"
+            )
+        return None
+    return None
 
 
 def make_producer(config: KafkaConfig, role: str, **overrides: Any) -> KafkaProducer:
