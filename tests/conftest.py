@@ -32,6 +32,34 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _PORT_ATTEMPTS = 8
 
 
+SKIP_CLUSTER_REASON = (
+    "a multi-broker or TLS test: skipped by --skip-cluster / VIGIL_SKIP_CLUSTER=1 (they always run when CI=true)"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--skip-cluster",
+        action="store_true",
+        help="skip the tests marked `cluster` (three-node cluster, SASL_SSL broker); ignored when CI=true",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One flag skips the slow multi-broker tests locally, each with the reason shown by -ra; CI
+    (CI=true) runs them whatever the flag says."""
+    wanted = config.getoption("--skip-cluster") or os.environ.get("VIGIL_SKIP_CLUSTER") == "1"
+    if not wanted:
+        return
+    if os.environ.get("CI") == "true":
+        print("--skip-cluster / VIGIL_SKIP_CLUSTER ignored: CI=true runs every test")
+        return
+    skip = pytest.mark.skip(reason=SKIP_CLUSTER_REASON)
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

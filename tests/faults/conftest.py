@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 from stack import free_port
-from tls import Pki, make_pki
+from tls import SCRAM_USERS, Pki, make_pki
 
 from vigil.broker import BrokerSecurity, EmbeddedBroker
 from vigil.cluster import EmbeddedCluster
 from vigil.config import EmbeddedBrokerConfig
 from vigil.processes import port_free
-
-SCRAM_USERS = {"broker": "broker-Pw-7781-inter", "vigil": "vigil-Pw-5520-pipeline"}
 
 
 def _state(repo_root: Path, kind: str, port: int) -> Path:

@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# SCRAM-SHA-512 users of the test's SASL_SSL broker: the broker's own, and the one vigil logs in as.
+SCRAM_USERS = {"broker": "broker-Pw-7781-inter", "vigil": "vigil-Pw-5520-pipeline"}
+
 
 @dataclass(frozen=True)
 class Pki:
