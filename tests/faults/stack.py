@@ -76,7 +76,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def stack_config(
-    tmp: Path, name: str, kafka: dict[str, Any], receiver: Receiver, *, video: Path, loop: bool = True, **topics: Any
+    tmp: Path,
+    name: str,
+    kafka: dict[str, Any],
+    receiver: Receiver,
+    *,
+    video: Path,
+    loop: bool = True,
+    max_age_s: float = 10.0,
+    **topics: Any,
 ) -> Path:
     """One paced replay camera with a zone rule, yolox_nano, one webhook endpoint; its own topics."""
     document = {
@@ -99,7 +107,7 @@ def stack_config(
                 "zones": [{"name": "plaza", "units": "fraction", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}],
             }
         ],
-        "detect": {"model": "yolox_nano", "batch_size": 2, "group_id": f"{name}-detect"},
+        "detect": {"model": "yolox_nano", "batch_size": 2, "group_id": f"{name}-detect", "max_age_s": max_age_s},
         "alerts": {
             "group_id": f"{name}-alerts",
             "rules": [{"name": "on-plaza", "zone": "plaza", "classes": ["person"], "min_frames": 2, "end_after_s": 1}],

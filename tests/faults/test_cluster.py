@@ -33,7 +33,7 @@ def partitions(stack: Stack, topic: str) -> list[dict[str, object]]:
         admin.close()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 def test_leader_of_a_frames_partition_killed_mid_run(
     kafka_cluster: EmbeddedCluster, tmp_path: Path, shared_data: Path, unique_name: str
 ) -> None:
@@ -42,8 +42,11 @@ def test_leader_of_a_frames_partition_killed_mid_run(
     video = shared_data / "footage" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
     kafka = {"bootstrap_servers": kafka_cluster.servers, "bootstrap_timeout_ms": 5000}
     config_path = stack_config(
-        tmp_path, unique_name, kafka, receiver, video=video, replication_factor=3, min_insync_replicas=2
-    )
+        tmp_path, unique_name, kafka, receiver, video=video, replication_factor=3, min_insync_replicas=2,
+        # This test is about loss, not freshness: a worker slowed by three JVMs on two cores falls
+        # behind, and every frame on the topic must still be detected.
+        max_age_s=3600,
+    )  # fmt: skip
     stack = Stack.up(config_path, tmp_path, {"TEST_WEBHOOK_SECRET": secret}, "--exit-when-done")
     try:
         stack.wait_warm(receiver)
@@ -94,7 +97,7 @@ def test_leader_of_a_frames_partition_killed_mid_run(
             raise AssertionError(f"node {leader} never rejoined the ISR: {partitions(stack, frames_topic)}")
         published = stack.metric("ingest", "vigil_ingest_frames_published_total")
         stack.stop_ingest()
-        code = stack.wait(240)
+        code = stack.wait(600)
     finally:
         stack.kill()
         receiver.shutdown()
