@@ -24,15 +24,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Runtime + dev + eval extras (no torch).
+# Runtime + dev + eval + web extras (no torch).
 $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,eval]"
+	$(BIN)/pip install -q -e ".[dev,eval,web]"
 	@touch $@
 
 # The export extra brings ultralytics and the multi-GB torch; only tests and `vigil models export` need it.
 # ultralytics depends on the GUI opencv-python; both wheels ship cv2/, so the headless one is laid back on top.
 $(VENV)/.installed-test: $(VENV)/.installed-base
-	$(BIN)/pip install -q -e ".[dev,eval,export]"
+	$(BIN)/pip install -q -e ".[dev,eval,web,export]"
 	$(BIN)/pip install -q --force-reinstall --no-deps \
 		"opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 	@touch $@

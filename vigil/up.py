@@ -1,7 +1,7 @@
 """`vigil up`: the whole stack on one machine, and `vigil status`.
 
 CLI wiring like `vigil/cli.py`: it runs the stages as child processes (`vigil ingest`, N × `vigil
-detect`, `vigil alerts`), exactly as a deployment runs them, and never imports them. The embedded
+detect`, `vigil alerts`, `vigil web`), exactly as a deployment runs them, and never imports them. The embedded
 broker is started when the config names no Kafka cluster, and stopped again only if `up` started
 it. Children that crash are restarted with backoff; Ctrl-C (or SIGTERM) stops them all, escalating
 to SIGKILL, so no process is left behind.
@@ -10,6 +10,7 @@ to SIGKILL, so no process is left behind.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import signal
@@ -57,6 +58,11 @@ def plan_services(config: VigilConfig, config_path: str, workers: int, log_level
         names.append(("ingest", ["ingest"]))
     names += [(f"detect-{i + 1}", ["detect"]) for i in range(workers)]
     names.append(("alerts", ["alerts"]))
+    if config.web.enabled:
+        if all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "av")):
+            names.append(("web", ["web"]))
+        else:
+            print("web: not started (web.enabled): install the `web` extra, pip install 'vigil[web]'", file=sys.stderr)
     services, port = [], config.metrics.port
     for name, command in names:
         if config.metrics.port == 0:
@@ -161,6 +167,10 @@ class Stack:
             print(f"kafka: created topics {', '.join(created)}", file=sys.stderr)
         for service in self.services:
             self._spawn(service)
+        if any(s.name == "web" for s in self.services):
+            web = self.config.web
+            host = "127.0.0.1" if web.host in ("0.0.0.0", "::") else web.host
+            print(f"web: console and API on http://{host}:{web.port}/", file=sys.stderr)
         STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
         STATE_FILE.write_text(
             json.dumps(
