@@ -237,6 +237,8 @@ class WebService:
     def clip(self, alert: StoredAlert, now_ns: int | None = None) -> tuple[Path, bool]:
         """(file, temporary): an ended alert's clip is cached; an active one's is built to now."""
         now_ns = time.time_ns() if now_ns is None else now_ns
+        partition = self._camera_partition(alert)
+        self._check_retained(alert, partition, f"alert {alert.id}")
         start, end = self.clip_window(alert, now_ns)
         key = f"clip:{alert.id}:{alert.started_ns}:{alert.ended_ns}"
         cached = alert.ended_ns is not None
@@ -248,17 +250,19 @@ class WebService:
             if cached and self.cache.hit(path):
                 BUILDS.labels("clip", "cached").inc()
                 return path, False
-            self._build_clip(alert, start, end, path)
+            self._build_clip(alert, start, end, path, partition)
         return path, not cached
 
-    def _build_clip(self, alert: StoredAlert, start: int, end: int, path: Path) -> None:
+    def _camera_partition(self, alert: StoredAlert) -> int:
         frames_topic = self.config.topics.frames
         partition = partition_for(alert.camera, max(1, self._partitions(frames_topic.name)))
         if alert.frame_topic == frames_topic.name and alert.frame_partition != partition:
             # A producer with another partitioner: the alert's own frame says where the camera is.
             partition = alert.frame_partition
+        return partition
+
+    def _build_clip(self, alert: StoredAlert, start: int, end: int, path: Path, partition: int) -> None:
         what = f"alert {alert.id}"
-        self._check_retained(alert, partition, what)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.mp4")
         camera = self.config.camera(alert.camera)
         try:
