@@ -132,12 +132,12 @@ def start_web(config: VigilConfig) -> RunningWeb:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:  # both followers are up
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
     else:
-        raise AssertionError("vigil web did not answer /healthz within 30 s")
+        raise AssertionError(f"vigil web was not ready within 30 s: {service.health.ready().to_json()}")
     return RunningWeb(config, service, server, thread, base)
 
 
