@@ -73,6 +73,7 @@ def web_main(args: argparse.Namespace) -> int:
     from vigil.kafka import ensure_topics
     from vigil.metrics_server import serve_process_metrics
     from vigil.settings import resolve_config
+    from vigil.signals import stop_on_signals
     from web.app import create_app
     from web.service import WebService
 
@@ -94,16 +95,21 @@ def web_main(args: argparse.Namespace) -> int:
         )
     )  # fmt: skip
 
-    def watch() -> None:
-        service.stop_event.wait()
-        server.should_exit = True  # a follower stopped: end, for the supervisor to restart us
-
-    threading.Thread(target=watch, name="web-watch", daemon=True).start()
+    # uvicorn serves from a thread so this one owns the signals, as in every vigil stage: the first
+    # SIGINT/SIGTERM stops gracefully (exit 0), and a follower that stops ends the process too.
+    thread = threading.Thread(target=server.run, name="web-http", daemon=True)
+    thread.start()
     health.set("http", True, f"serving http://{web.host}:{web.port}")
     log.info("web: console and API on http://%s:%d (store %s)", web.host, web.port, web.store)
     try:
-        server.run()
+        with stop_on_signals(service.stop_event, "closing connections"):
+            while not service.stop_event.wait(0.5):
+                if not thread.is_alive():
+                    service.failures.append(f"http: could not serve on {web.host}:{web.port} (see above)")
+                    break
     finally:
+        server.should_exit = True
+        thread.join(timeout=10)
         service.stop()
         metrics.stop()
     if service.failures:
