@@ -10,10 +10,11 @@ export YOLO_OFFLINE := 1
 # Ultralytics writes settings under the home directory unless told otherwise.
 export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
 
-.PHONY: help system-deps install install-test lint test demo broker-start broker-stop bench clean
+.PHONY: help system-deps install install-test lint test demo demo-live broker-start broker-stop bench clean
 
 help:
 	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
+	@echo "make demo-live  the demo, but the stack and the console keep running after the replay (Ctrl-C stops)"
 	@echo "make test     set up everything and run ruff, mypy and the test suite"
 	@echo "make bench    run the benchmarks under bench/"
 
@@ -54,6 +55,9 @@ test: install-test lint
 demo: install
 	$(BIN)/python examples/demo.py
 
+demo-live: install
+	$(BIN)/python examples/demo.py --keep
+
 broker-start: install
 	$(BIN)/vigil broker start
 
@@ -65,6 +69,7 @@ bench: install-test
 	$(BIN)/python bench/bench_detect.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
+	$(BIN)/python bench/bench_web.py
 
 clean:
 	-$(BIN)/vigil broker stop

@@ -51,6 +51,11 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
+def runs_web(config: VigilConfig) -> bool:
+    """The review service runs when enabled and its extra (fastapi, uvicorn, av) is installed."""
+    return config.web.enabled and all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "av"))
+
+
 def plan_services(config: VigilConfig, config_path: str, workers: int, log_level: str) -> list[Service]:
     """The child processes of the stack, each with its own metrics port (from metrics.port on)."""
     names = []
@@ -58,11 +63,10 @@ def plan_services(config: VigilConfig, config_path: str, workers: int, log_level
         names.append(("ingest", ["ingest"]))
     names += [(f"detect-{i + 1}", ["detect"]) for i in range(workers)]
     names.append(("alerts", ["alerts"]))
-    if config.web.enabled:
-        if all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "av")):
-            names.append(("web", ["web"]))
-        else:
-            print("web: not started (web.enabled): install the `web` extra, pip install 'vigil[web]'", file=sys.stderr)
+    if runs_web(config):
+        names.append(("web", ["web"]))
+    elif config.web.enabled:
+        print("web: not started (web.enabled): install the `web` extra, pip install 'vigil[web]'", file=sys.stderr)
     services, port = [], config.metrics.port
     for name, command in names:
         if config.metrics.port == 0:
@@ -92,6 +96,8 @@ def stack_lags(config: VigilConfig, probe: LagProbe) -> dict[str, int | None]:
     }
     for hook in alerts.webhooks:
         lags[f"webhook {hook.name}"] = probe.lag(f"{alerts.group_id}.webhook.{hook.name}", topics.alerts.name)
+    if runs_web(config):
+        lags["web"] = probe.lag(config.web.group_id, topics.alerts.name)
     return lags
 
 
