@@ -62,7 +62,10 @@ class AlertFollower:
 
     def run(self) -> None:
         topic = self.config.topics.alerts.name
-        consumer = make_consumer(self.config.kafka, "web-alerts", self.config.web.group_id, [topic])
+        # Large polls: one SQLite transaction and one commit per batch carry the store's ingest rate.
+        consumer = make_consumer(
+            self.config.kafka, "web-alerts", self.config.web.group_id, [topic], max_poll_records=1000
+        )
         producer = make_producer(self.config.kafka, "web-dlq")
         dead = DeadLetterPublisher(producer, self.config.topics.dead_letter.name, "web")
         next_retention = 0.0
