@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -330,10 +330,3 @@ def frame_json(held: HeldFrame) -> dict[str, Any]:
         "detections": boxes_json(held.detections),
         "motion": [list(b) for b in meta.motion or ()],
     }
-
-
-@dataclass
-class Lags:
-    """Consumer lag per group, refreshed in the background (a LagProbe round trip is slow)."""
-
-    values: dict[str, int | None] = field(default_factory=dict)

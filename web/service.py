@@ -23,7 +23,8 @@ from vigil.contracts import FrameRef
 from vigil.draw import Polygon, annotate_alert
 from vigil.errors import VigilError
 from vigil.health import Health
-from vigil.kafka import LagProbe
+from vigil.heartbeat import Heartbeat
+from vigil.kafka import LagProbe, make_producer
 from web.auth import Authenticator
 from web.events import EventHub
 from web.follow import AlertFollower, LiveFollower
@@ -108,6 +109,8 @@ class WebService:
         self.lags: dict[str, int | None] = {}
         self._threads: list[threading.Thread] = []
         self._lock_handle: IO[str] | None = None
+        self._producer: Any = None
+        self._heartbeat: Heartbeat | None = None
         self.failures: list[str] = []
         self.alerts = AlertFollower(config, self.store, self.stop_event, self._alerts_changed, self.health)
 
@@ -121,6 +124,11 @@ class WebService:
         for camera, ids in self.store.active_by_camera(since).items():
             for alert_id in ids:
                 self.live.set_active(camera, alert_id, True)
+        self._producer = make_producer(self.config.kafka, "web-status")
+        self._heartbeat = Heartbeat(
+            self._producer, self.config.topics.status.name, "web", self.health, totals=self._totals
+        )
+        self._heartbeat.start()
         live = LiveFollower(self.config, self.live, self.stop_event, self.health)
         for name, target in (("web-alerts", self.alerts.run), ("web-live", live.run), ("web-tick", self._tick)):
             thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
@@ -146,10 +154,21 @@ class WebService:
 
         return run
 
+    def _totals(self) -> dict[str, float]:
+        return {"alerts_stored": float(self.alerts.stored), "frames": float(self.live.frames_seen),
+                "sse_clients": float(self.hub.count)}  # fmt: skip
+
     def stop(self) -> None:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(timeout=15)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        if self._producer is not None:
+            self._producer.flush(timeout=5)
+            self._producer.close(timeout=5)
+            self._producer = None
         self.reader.close()
         self.store.close()
         if self._lock_handle is not None:
