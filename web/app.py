@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -32,7 +32,7 @@ from vigil.errors import ContractError
 from vigil.imaging import decode_image, encode_jpeg
 from vigil.signing import verify
 from web.auth import COOKIE, CSRF_HEADER, Authenticator, Principal
-from web.live import iso
+from web.live import frame_json, iso
 from web.media import MediaError, MediaPending
 from web.service import WebService, alert_json
 from web.store import AlertQuery, StoredAlert, decode_cursor
@@ -135,7 +135,7 @@ def parse_time(value: str | None, name: str) -> int | None:
     except ValueError:
         raise ApiError(400, f"{name} must be ISO 8601 (2026-12-01T06:00:00Z) or integer nanoseconds") from None
     if parsed.tzinfo is None:
-        return int(parsed.timestamp() * NS) + int(parsed.astimezone().utcoffset().total_seconds() * NS)  # type: ignore[union-attr]
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * NS)
 
 
@@ -294,10 +294,7 @@ def create_app(service: WebService) -> FastAPI:
 
     @app.get("/api/cameras/{camera_id}/latest.json", tags=["cameras"])
     def latest_json(camera_id: str, _user: Principal = Depends(principal)) -> dict[str, Any]:
-        from web.live import frame_json
-
-        data = frame_json(_held(camera_id, None))
-        return data
+        return frame_json(_held(camera_id, None))
 
     # -------------------------------------------------------------------------------- alerts
 

@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 import threading
+import time
 
 from vigil.errors import VigilError
 
@@ -99,13 +100,18 @@ def web_main(args: argparse.Namespace) -> int:
     # SIGINT/SIGTERM stops gracefully (exit 0), and a follower that stops ends the process too.
     thread = threading.Thread(target=server.run, name="web-http", daemon=True)
     thread.start()
-    health.set("http", True, f"serving http://{web.host}:{web.port}")
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if server.started:
+        health.set("http", True, f"serving http://{web.host}:{web.port}")
     log.info("web: console and API on http://%s:%d (store %s)", web.host, web.port, web.store)
     try:
         with stop_on_signals(service.stop_event, "closing connections"):
             while not service.stop_event.wait(0.5):
                 if not thread.is_alive():
-                    service.failures.append(f"http: could not serve on {web.host}:{web.port} (see above)")
+                    service.failures.append(
+                        f"http: cannot serve on {web.host}:{web.port} (see above); choose a free web.port or web.host"
+                    )
                     break
     finally:
         server.should_exit = True

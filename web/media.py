@@ -282,6 +282,8 @@ class MediaCache:
     def evict(self, keep: Path | None = None) -> int:
         files = []
         for entry in self.folder.glob("*"):
+            if entry.name.startswith("."):
+                continue  # a build in progress, or an active alert's clip being served
             try:
                 stat = entry.stat()
             except FileNotFoundError:

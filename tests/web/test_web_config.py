@@ -72,3 +72,13 @@ def test_web_secrets_are_masked_in_logs() -> None:
     found = config_secrets(config)
     assert HASH in found and "t" * 30 in found and MEDIA_KEY in found
     assert HASH not in repr(config) and MEDIA_KEY not in repr(config)
+
+
+def test_vigil_web_names_the_extra_when_it_is_missing() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['av'] = None; from vigil.cli import main; raise SystemExit(main(['web']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "av not installed" in result.stderr and "pip install 'vigil[web]'" in result.stderr
