@@ -10,10 +10,11 @@ export YOLO_OFFLINE := 1
 # Ultralytics writes settings under the home directory unless told otherwise.
 export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
 
-.PHONY: help system-deps install install-test lint test demo broker-start broker-stop bench clean
+.PHONY: help system-deps install install-test lint test demo demo-live broker-start broker-stop bench clean
 
 help:
 	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
+	@echo "make demo-live  the demo, but the stack and the console keep running after the replay (Ctrl-C stops)"
 	@echo "make test     set up everything and run ruff, mypy and the test suite"
 	@echo "make bench    run the benchmarks under bench/"
 
@@ -24,15 +25,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Runtime + dev + eval extras (no torch).
+# Runtime + dev + eval + web extras (no torch).
 $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,eval]"
+	$(BIN)/pip install -q -e ".[dev,eval,web]"
 	@touch $@
 
 # The export extra brings ultralytics and the multi-GB torch; only tests and `vigil models export` need it.
 # ultralytics depends on the GUI opencv-python; both wheels ship cv2/, so the headless one is laid back on top.
 $(VENV)/.installed-test: $(VENV)/.installed-base
-	$(BIN)/pip install -q -e ".[dev,eval,export]"
+	$(BIN)/pip install -q -e ".[dev,eval,web,export]"
 	$(BIN)/pip install -q --force-reinstall --no-deps \
 		"opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 	@touch $@
@@ -54,6 +55,9 @@ test: install-test lint
 demo: install
 	$(BIN)/python examples/demo.py
 
+demo-live: install
+	$(BIN)/python examples/demo.py --keep
+
 broker-start: install
 	$(BIN)/vigil broker start
 
@@ -65,6 +69,7 @@ bench: install-test
 	$(BIN)/python bench/bench_detect.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
+	$(BIN)/python bench/bench_web.py
 
 clean:
 	-$(BIN)/vigil broker stop

@@ -39,6 +39,7 @@ from vigil.errors import ContractError
 from vigil.health import Health
 from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, transient
 from vigil.redact import redact_endpoint
+from vigil.signing import with_media_links
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -290,7 +291,9 @@ class EndpointDeliverer:
             metrics.DUPLICATES.labels(self.name).inc()
             log.info("webhook %s: %s already delivered, skipped", self.name, alert.webhook_id)
             return True
-        outcome = self.deliver(alert, record.value or b"")
+        # With web.public_url set, the payload carries signed snapshot_url and clip_url (docs/webhooks.md).
+        body = with_media_links(record.value or b"", self.config.web, alert.alert_id, alert.first_seen_ns)
+        outcome = self.deliver(alert, body)
         if outcome is None:
             return False  # stopping
         if outcome.ok:

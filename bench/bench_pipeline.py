@@ -95,6 +95,7 @@ alerts:
   group_id: {run}-alerts
   rules: [{{name: lower, zone: lower, min_frames: 2, end_after_s: 1}}]
   webhooks: [{{name: rx, url: "{hook}", secrets: ["{secret}"], max_backoff_s: 1}}]
+web: {{enabled: false}}  # the pipeline's own figures; bench_web.py measures the review service
 metrics: {{port: 0}}
 """
     )

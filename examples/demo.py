@@ -2,17 +2,25 @@
 
 1. Starts a local webhook receiver that verifies every delivery with the `standardwebhooks`
    library (as any receiver should) and prints it.
-2. Runs `vigil up --config examples/demo.yaml --exit-when-done`: the embedded Kafka broker, the
-   two recordings replayed as cameras, a detection worker, the aggregator and webhook delivery.
-3. Prints what arrived: alerts per camera, verified signatures, duplicates.
+2. Generates a console password for user `demo` and passes only its hash (and a fresh media key)
+   to examples/demo.yaml through the environment.
+3. Runs `vigil up --config examples/demo.yaml --exit-when-done`: the embedded Kafka broker, the
+   two recordings replayed as cameras, a detection worker, the aggregator, webhook delivery and
+   the review service with its console.
+4. Prints what arrived: alerts per camera, verified signatures, duplicates, alerts in the store.
+
+`python examples/demo.py --keep` (or `make demo-live`) keeps the stack and the console running
+after the replay, to look around; Ctrl-C stops it and prints the summary.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from vigil.passwords import hash_password
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +45,7 @@ class Receiver(ThreadingHTTPServer):
         self.events: Counter[tuple[str, str]] = Counter()
         self.rejected = 0
         self.duplicates = 0
+        self.links = 0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -57,6 +68,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.server.seen.add(webhook_id)
                 self.server.events[(alert["camera"], alert["event"])] += 1
+                self.server.links += "snapshot_url" in alert
                 box = ", ".join(f"{v:.0f}" for v in alert["box"])
                 print(
                     f"  webhook ✓ verified  {alert['event']:<8} {alert['camera']:<11} {alert['rule']:<18} "
@@ -71,19 +83,59 @@ class Handler(BaseHTTPRequestHandler):
         pass  # one line per delivery is printed above
 
 
-def main() -> int:
+def web_port(wanted: int = 8080) -> int:
+    """8080 when free, else any free loopback port."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+
+def stored_alerts(store: Path) -> int | None:
+    if not store.is_file():
+        return None
+    from web.store import AlertStore
+
+    opened = AlertStore(store).open()
+    try:
+        return opened.count()
+    finally:
+        opened.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the stack and console running after the replay")
+    parser.add_argument("--config", default="examples/demo.yaml", help="the demo config (default examples/demo.yaml)")
+    args = parser.parse_args(argv)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     receiver = Receiver(secret)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     print(f"demo: webhook receiver on {url}, verifying Standard Webhooks signatures", flush=True)
-    env = os.environ | {"VIGIL_DEMO_WEBHOOK_URL": url, "VIGIL_DEMO_WEBHOOK_SECRET": secret}
-    command = [sys.executable, "-m", "vigil", "up", "--config", "examples/demo.yaml", "--exit-when-done"]
+    password = secrets.token_urlsafe(9)
+    port = web_port()
+    env = os.environ | {
+        "VIGIL_DEMO_WEBHOOK_URL": url,
+        "VIGIL_DEMO_WEBHOOK_SECRET": secret,
+        "VIGIL_DEMO_PASSWORD_HASH": hash_password(password),
+        "VIGIL_DEMO_MEDIA_KEY": secrets.token_hex(32),
+        "VIGIL_DEMO_WEB_PORT": str(port),
+    }
+    print(f"demo: console on http://127.0.0.1:{port}/  user demo, password {password}", flush=True)
+    command = [sys.executable, "-m", "vigil", "up", "--config", args.config]
+    if args.keep:
+        print("demo: --keep: the stack keeps running after the replay; Ctrl-C stops it", flush=True)
+    else:
+        command.append("--exit-when-done")
     started = time.monotonic()
     try:
         code = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
     except KeyboardInterrupt:
-        code = 130
+        code = 0 if args.keep else 130
     receiver.shutdown()
     wall = time.monotonic() - started
     print("\ndemo summary", flush=True)
@@ -92,11 +144,14 @@ def main() -> int:
         counts = {event: receiver.events[(camera, event)] for event in ("started", "updated", "ended")}
         print(f"  {camera:<11} alerts started {counts['started']}, ended {counts['ended']}")
     total = sum(receiver.events.values())
+    stored = stored_alerts(REPO / ".state" / "demo" / "web.sqlite3")
     print(
-        f"  {total} deliveries verified, {receiver.rejected} rejected, {receiver.duplicates} duplicates, "
-        f"in {wall:.1f}s (vigil up exited {code})"
+        f"  {total} deliveries verified ({receiver.links} with signed snapshot and clip links), "
+        f"{receiver.rejected} rejected, {receiver.duplicates} duplicates, in {wall:.1f}s (vigil up exited {code})"
     )
-    print(json.dumps({"deliveries": total, "rejected": receiver.rejected, "exit_code": code}))
+    if stored is not None:
+        print(f"  review store: {stored} alerts (python examples/demo.py --keep to browse them in the console)")
+    print(json.dumps({"deliveries": total, "rejected": receiver.rejected, "stored_alerts": stored, "exit_code": code}))
     return 0 if code == 0 and total > 0 and receiver.rejected == 0 else 1
 
 

@@ -167,8 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(alerts, required=False)
     alerts.add_argument("--new-secret", action="store_true", help="print a new whsec_ signing secret and exit")
     alerts.set_defaults(handler=_lazy("alerts.cli:alerts_main"))
+    # -- web ---------------------------------------------------------------------------------------
+    web = sub.add_parser("web", help="the review service: alert store, snapshots and clips, console, login")
+    _add_config(web, required=False)
+    web.set_defaults(handler=_lazy("web.cli:web_main"), action=None)
+    web_sub = web.add_subparsers(dest="action", required=False, metavar="ACTION")
+    rebuild = web_sub.add_parser("rebuild", help="re-read the alerts topic into a fresh store, keeping review state")
+    # SUPPRESS: `vigil web --config F rebuild` keeps F (a subparser default would overwrite it).
+    rebuild.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="FILE", help="vigil YAML config")
+    web_sub.add_parser("hash-password", help="read a password on stdin, print its hash for web.users")
+
     # -- the whole stack -----------------------------------------------------------------------------
-    up = sub.add_parser("up", help="run the whole stack on this machine (broker, ingest, detect, alerts)")
+    up = sub.add_parser("up", help="run the whole stack on this machine (broker, ingest, detect, alerts, web)")
     _add_config(up)
     up.add_argument("--workers", type=int, default=1, help="detection worker processes (default 1)")
     up.add_argument("--exit-when-done", action="store_true", help="stop once recordings ended and all is drained")

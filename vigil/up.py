@@ -1,7 +1,7 @@
 """`vigil up`: the whole stack on one machine, and `vigil status`.
 
 CLI wiring like `vigil/cli.py`: it runs the stages as child processes (`vigil ingest`, N × `vigil
-detect`, `vigil alerts`), exactly as a deployment runs them, and never imports them. The embedded
+detect`, `vigil alerts`, `vigil web`), exactly as a deployment runs them, and never imports them. The embedded
 broker is started when the config names no Kafka cluster, and stopped again only if `up` started
 it. Children that crash are restarted with backoff; Ctrl-C (or SIGTERM) stops them all, escalating
 to SIGKILL, so no process is left behind.
@@ -10,6 +10,7 @@ to SIGKILL, so no process is left behind.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import signal
@@ -51,6 +52,11 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
+def runs_web(config: VigilConfig) -> bool:
+    """The review service runs when enabled and its extra (fastapi, uvicorn, av) is installed."""
+    return config.web.enabled and all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "av"))
+
+
 def plan_services(config: VigilConfig, config_path: str, workers: int, log_level: str) -> list[Service]:
     """The child processes of the stack, each with its own metrics port (from metrics.port on)."""
     names = []
@@ -58,6 +64,10 @@ def plan_services(config: VigilConfig, config_path: str, workers: int, log_level
         names.append(("ingest", ["ingest"]))
     names += [(f"detect-{i + 1}", ["detect"]) for i in range(workers)]
     names.append(("alerts", ["alerts"]))
+    if runs_web(config):
+        names.append(("web", ["web"]))
+    elif config.web.enabled:
+        print("web: not started (web.enabled): install the `web` extra, pip install 'vigil[web]'", file=sys.stderr)
     services, port = [], config.metrics.port
     for name, command in names:
         if config.metrics.port == 0:
@@ -87,6 +97,8 @@ def stack_lags(config: VigilConfig, probe: LagProbe) -> dict[str, int | None]:
     }
     for hook in alerts.webhooks:
         lags[f"webhook {hook.name}"] = probe.lag(f"{alerts.group_id}.webhook.{hook.name}", topics.alerts.name)
+    if runs_web(config):
+        lags["web"] = probe.lag(config.web.group_id, topics.alerts.name)
     return lags
 
 
@@ -173,6 +185,10 @@ class Stack:
             print(f"kafka: created topics {', '.join(created)}", file=sys.stderr)
         for service in self.services:
             self._spawn(service)
+        if any(s.name == "web" for s in self.services):
+            web = self.config.web
+            host = "127.0.0.1" if web.host in ("0.0.0.0", "::") else web.host
+            print(f"web: console and API on http://{host}:{web.port}/", file=sys.stderr)
         STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
         STATE_FILE.write_text(
             json.dumps(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("ingest", "detect", "alerts")
+STAGES = ("ingest", "detect", "alerts", "web")
 HEAVY = ("torch", "ultralytics")
 # vigil/eval modules that run the stages (CLI wiring); every other eval module is pure scoring.
 EVAL_WIRING = frozenset({"cli.py", "pipeline.py", "run.py", "tune.py"})
@@ -28,7 +28,7 @@ def imported_roots(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", [*STAGES, "models", "vigil"])
 def test_import_rules(package: str) -> None:
-    forbidden = {"ingest", "detect", "alerts", "models"} - {package}
+    forbidden = {"ingest", "detect", "alerts", "web", "models"} - {package}
     if package == "detect":
         forbidden -= {"models"}  # detect loads models from the registry
     offenders = []
@@ -48,7 +48,7 @@ def test_core_and_cli_import_no_stage_or_torch() -> None:
         "import sys, vigil.cli, vigil.config.loader, vigil.contracts, vigil.kafka, vigil.detections;"
         "vigil.cli.build_parser();"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'ingest','detect','alerts','models','torch','ultralytics','cv2','onnxruntime'});"
+        "{'ingest','detect','alerts','web','models','torch','ultralytics','cv2','onnxruntime','fastapi','av'});"
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)

@@ -1,5 +1,5 @@
-"""`vigil up` from a clean state: the embedded broker, ingest, a detection worker and the
-aggregator run as one stack; alerts reach a real receiver verified with `standardwebhooks`;
+"""`vigil up` from a clean state: the embedded broker, ingest, a detection worker, the
+aggregator and the review service run as one stack; alerts reach a real receiver verified with `standardwebhooks`;
 every process serves metrics and goes ready; Ctrl-C leaves no process and no broker behind."""
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ alerts:
       url: http://127.0.0.1:{receiver.server_address[1]}/hook
       secrets: ["${{TEST_WEBHOOK_SECRET}}"]
       max_backoff_s: 2
+web: {{port: {free_port()}}}
 metrics: {{port: 0}}
 """
     )
@@ -124,7 +125,7 @@ metrics: {{port: 0}}
                     for name, value in sample.totals.items():
                         counters[name] = max(counters.get(name, 0.0), value)
             started = [a for a in receiver.verified if a["event"] == "started"]
-            if started and len(ready) == len(services) == 3 and counters.get("vigil_alerts_webhook_delivered_total"):
+            if started and len(ready) == len(services) == 4 and counters.get("vigil_alerts_webhook_delivered_total"):
                 break
             time.sleep(1)
         assert services and ready == {str(s["name"]) for s in services}, (ready, "".join(log_lines[-40:]))

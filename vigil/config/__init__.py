@@ -25,6 +25,7 @@ from vigil.config.kafka import (
     TopicConfig,
     TopicsConfig,
 )
+from vigil.config.web import WebConfig, WebTokenConfig, WebUserConfig, web_issues
 from vigil.errors import ConfigIssue
 
 
@@ -43,6 +44,7 @@ class VigilConfig(Section):
     detect: DetectConfig = Field(default_factory=DetectConfig, title="Detection functions")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, title="Alert aggregator and webhooks")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, title="Metrics and health endpoints")
+    web: WebConfig = Field(default_factory=WebConfig, title="Review service: alert store, media, console login")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level")
 
     def camera(self, camera_id: str) -> CameraConfig | None:
@@ -98,6 +100,7 @@ def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
                         f"unknown rule {rule_name!r}; defined rules: {sorted(rule_names)}",
                     )
                 )
+    issues.extend(web_issues(config.web))
     return issues
 
 
@@ -117,6 +120,9 @@ __all__ = [
     "TopicsConfig",
     "TrackerConfig",
     "VigilConfig",
+    "WebConfig",
+    "WebTokenConfig",
+    "WebUserConfig",
     "WebhookConfig",
     "ZoneConfig",
     "reference_issues",

@@ -43,7 +43,7 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in args)
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = text.replace("typing.", "").replace("pydantic.types.", "").replace("vigil.config.", "")
-    for module in ("alerts.", "cameras.", "detect.", "kafka.", "base."):
+    for module in ("alerts.", "cameras.", "detect.", "kafka.", "base.", "web."):
         text = text.replace(module, "")
     return text.replace("SecretStr", "secret").replace("NoneType", "None").replace("|", "or")
 
