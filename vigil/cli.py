@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--camera", action="append", metavar="ID", help="only these cameras (repeatable)")
     ingest.set_defaults(handler=_lazy("ingest.cli:ingest_main"))
 
-    replay = sub.add_parser("replay", help="publish a recording (video file or image folder) as a camera")
+    replay = sub.add_parser(
+        "replay", help="publish a recording (video file, or image folder in natural order) as a camera"
+    )
     replay.add_argument("file", metavar="FILE")
     replay.add_argument("--camera", required=True, metavar="ID")
     _add_config(replay, required=False)

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from vigil.errors import VigilError
+from vigil.imagefolder import natural_key
 
 MIN_MATCHED = 0.9  # of the labelled images; fewer means the labels are not this recording's
 _ROBOFLOW = re.compile(r"^(?P<stem>.+)_(?P<ext>[A-Za-z0-9]{2,5})\.rf\.[0-9a-fA-F]{32}(?:\.[A-Za-z0-9]+)?$")
@@ -218,7 +219,7 @@ def settle(
                 "a frame may be labelled once: remove the duplicate or give the images distinct names"
             )
         owner[frame] = name
-    unmatched = [n for n, f in zip(names, placed, strict=True) if f is None]
+    unmatched = sorted((n for n, f in zip(names, placed, strict=True) if f is None), key=natural_key)
     matching = Matching(rule, len(names), len(owner), frames, len(owner), offset, unmatched=unmatched[:_EXAMPLES])
     return placed, matching
 
