@@ -13,21 +13,17 @@ import cv2
 import yaml
 
 from vigil.eval.groundtruth import GroundTruth, mot_to_coco
+from vigil.eval.run import read_frames
 
 
 def write_frames(video: Path, folder: Path, name: Callable[[int], str] = lambda n: f"{n}.jpg") -> list[str]:
     """The clip's frames as image files named by `name(MOT frame number)` (default `1.jpg … N.jpg`,
     unpadded, as users save them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     names = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        names.append(name(len(names) + 1))
+    for index, image in read_frames(video):
+        names.append(name(index + 1))
         cv2.imwrite(str(folder / names[-1]), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    capture.release()
     return names
 
 

@@ -124,6 +124,16 @@ def test_shifted_labels_are_refused_with_the_counts(
     )
 
 
+def test_time_check_is_skipped_when_frames_are_sampled(
+    campus: Path, campus_mot: GroundTruth, campus_bare: dict[int, Detections]
+) -> None:
+    gt = load_ground_truth(campus_mot.source, None, campus, None, COCO_CLASSES)
+    every_fifth = {n: d for n, d in campus_bare.items() if n % 5 == 1}  # what --fps 5 replays of 25 fps footage
+    notes = check_alignment(gt, every_fifth, COCO_CLASSES, "bare model")
+    assert notes[0].startswith("Time check of the labels skipped: 0 labelled frames")
+    assert gt.matching is not None and gt.matching.alignment == {"checked": False, "note": notes[0]}
+
+
 def test_labels_of_another_clip_are_refused(
     shared_data: Path, campus: Path, campus_mot: GroundTruth, tmp_path: Path
 ) -> None:

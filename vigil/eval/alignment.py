@@ -61,8 +61,9 @@ def check_alignment(
     boxes = sum(len(gt.boxes(n)) for n in common)
     if len(common) < MIN_FRAMES or boxes == 0:
         note = (
-            f"Alignment check skipped: {len(common)} labelled frames have predictions for all of their "
-            f"neighbours {OFFSETS[0]}…+{OFFSETS[-1]} ({boxes} boxes); --fps sampling leaves none."
+            f"Time check of the labels skipped: {len(common)} labelled frames ({boxes} boxes) have predictions "
+            f"on all their neighbours {OFFSETS[0]}…+{OFFSETS[-1]}, under the {MIN_FRAMES} needed "
+            "(--fps replays frames apart)."
         )
         matching.alignment = {"checked": False, "note": note}
         return [note]
@@ -93,8 +94,8 @@ def check_alignment(
     else:
         edge = " (at the edge: the shift may be larger)" if abs(best) == max(OFFSETS) else ""
         finding = (
-            f"the labels look shifted in time: the {what}'s AP@[.5:.95] with the labels moved by -2…+2 frames "
-            f"peaks at {best:+d}{edge}, not 0 ({table})"
+            f"the labels look shifted in time: the {what}'s AP@[.5:.95] with the labels moved by "
+            f"{OFFSETS[0]}…+{OFFSETS[-1]} frames peaks at {best:+d}{edge}, not 0 ({table})"
         )
         fix = (
             f"if the labels really are {abs(best)} frame{'s' if abs(best) > 1 else ''} "

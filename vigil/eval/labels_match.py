@@ -225,6 +225,11 @@ def settle(
 
 
 def _fix(matching: Matching, recording: Recording) -> str:
+    if matching.rule.startswith("MOT"):
+        return (
+            "MOT frame n is the recording's n-th frame (of an image folder: its n-th image in natural order); "
+            "check that the labels were made on this recording and that it holds all of its frames"
+        )
     if recording.names is not None:
         names = recording.names
         shown = ", ".join(names[:3]) + (f" … {names[-1]}" if len(names) > 3 else "")
