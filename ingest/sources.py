@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 
 from vigil.errors import SourceError
+from vigil.imagefolder import IMAGE_SUFFIXES, list_images
 from vigil.redact import redact_url
 
 log = logging.getLogger(__name__)
 
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,8 +205,9 @@ def seqinfo_fps(path: Path) -> float | None:
 
 
 class ReplaySource:
-    """A recording (anything FFmpeg reads, or a folder of image files sorted by name), replayed
-    as a camera: paced at the true frame rate (`realtime`) or as fast as the caller reads.
+    """A recording (anything FFmpeg reads, or a folder of image files in natural order: `2.jpg`
+    before `10.jpg`, see `vigil.imagefolder`), replayed as a camera: paced at the true frame rate
+    (`realtime`) or as fast as the caller reads.
 
     Frame numbers are the recording's own (0-based, counted from the file's first frame even
     with `start_frame`), and `media_ns = frame_index * 1e9 / fps`, so evaluation can match ground
@@ -247,7 +248,7 @@ class ReplaySource:
     def open(self) -> None:
         self.close()
         if self._path.is_dir():
-            self._images = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self._images = list_images(self._path)
             if not self._images:
                 raise SourceError(f"image folder {self.name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             container_fps = None

@@ -68,6 +68,18 @@ def _add_config(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )  # fmt: skip
 
 
+def _add_gt_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gt-format", choices=["mot", "coco", "yolo"], help="default: coco for .json, yolo for a folder, else mot"
+    )
+    parser.add_argument(
+        "--gt-offset",
+        type=int,
+        metavar="N",
+        help="move every label N frames later (negative: earlier); when given, a time shift only warns",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Video-surveillance object detection over Kafka.")
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
@@ -113,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--camera", action="append", metavar="ID", help="only these cameras (repeatable)")
     ingest.set_defaults(handler=_lazy("ingest.cli:ingest_main"))
 
-    replay = sub.add_parser("replay", help="publish a recording (video file or image folder) as a camera")
+    replay = sub.add_parser(
+        "replay", help="publish a recording (video file, or image folder in natural order) as a camera"
+    )
     replay.add_argument("file", metavar="FILE")
     replay.add_argument("--camera", required=True, metavar="ID")
     _add_config(replay, required=False)
@@ -190,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- eval ----------------------------------------------------------------------------------------
     ev = sub.add_parser("eval", help="replay labelled footage through the pipeline and score it against ground truth")
     ev.add_argument("--video", required=True, metavar="FILE", help="recording (video file or image folder)")
-    ev.add_argument("--gt", required=True, metavar="FILE", help="ground truth: MOT gt.txt or COCO JSON")
-    ev.add_argument("--gt-format", choices=["mot", "coco"], help="default: coco for .json, else mot")
+    ev.add_argument("--gt", required=True, metavar="PATH", help="ground truth: MOT gt.txt, COCO JSON or a YOLO folder")
+    _add_gt_options(ev)
     ev.add_argument("--fps", type=float, help="sample the recording at this rate (default: every frame)")
     _add_config(ev)
     ev.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md, plots, logs")
@@ -207,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- tune ----------------------------------------------------------------------------------------
     tune = sub.add_parser("tune", help="search thresholds and rule parameters on labelled footage")
     tune.add_argument("--video", required=True, metavar="FILE")
-    tune.add_argument("--gt", required=True, metavar="FILE")
-    tune.add_argument("--gt-format", choices=["mot", "coco"])
+    tune.add_argument("--gt", required=True, metavar="PATH")
+    _add_gt_options(tune)
     _add_config(tune)
     tune.add_argument("--model", help="registry name or .onnx path (default: detect.model of the config)")
     tune.add_argument("--objective", choices=["f1", "precision"], default="f1")

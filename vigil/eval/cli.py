@@ -19,16 +19,28 @@ def _existing(path: str, what: str) -> Path:
 
 
 def eval_main(args: argparse.Namespace) -> int:
+    from vigil.eval.alignment import check_alignment
     from vigil.eval.pipeline import PipelineRun, choose_target, run_configs
-    from vigil.eval.run import bare_predictions, build_report, load_ground_truth, progress_line, video_fps
+    from vigil.eval.run import (
+        bare_predictions,
+        build_report,
+        load_ground_truth,
+        pipeline_predictions,
+        progress_line,
+        refusal_report,
+        video_fps,
+    )
 
     config = resolve_config(args.config, args.log_level)
     video = _existing(args.video, "--video")
-    gt = load_ground_truth(str(_existing(args.gt, "--gt")), args.gt_format)
+    out = Path(args.out)
+    with refusal_report(out):  # before anything runs: labels that find no frames are refused here
+        gt = load_ground_truth(
+            str(_existing(args.gt, "--gt")), args.gt_format, video, args.gt_offset, config.class_names()
+        )
     fps = gt.fps or video_fps(video)
     target = choose_target(config, str(video.resolve()), args.camera, args.rule)
     configs = run_configs(config, target, args.eval_conf, args.model)
-    out = Path(args.out)
     print(
         f"vigil eval: run {configs.run_id}: {video.name} as camera {target.camera.id!r}, model "
         f"{configs.stages.detect.model}, topics *.eval-{configs.run_id}",
@@ -49,6 +61,11 @@ def eval_main(args: argparse.Namespace) -> int:
             configs.stages, None, args.eval_conf, video, indices, gt, lambda n: show(n, len(indices))
         )
         print(file=sys.stderr)
+    with refusal_report(out):  # before scoring: labels shifted in time are refused here
+        what = "bare model" if bare is not None else "pipeline"
+        predictions = bare if bare is not None else pipeline_predictions(result, gt)
+        notes = check_alignment(gt, predictions, configs.stages.class_names(), what)
+    print("\n".join(f"labels: {n}" for n in notes), file=sys.stderr)
     report = build_report(video, args.gt, gt, fps, model_name, target, result, bare, configs.stages.class_names())
     written = report.write(out)
     p = report.pipeline.overall

@@ -47,6 +47,7 @@ class EvalReport:
     pipeline_fps: float
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    ground_truth_matching: dict[str, Any] | None = None  # vigil.eval.labels_match.Matching.to_json()
 
     def to_json(self) -> dict[str, Any]:
         def scores(s: DetectionScores | None) -> dict[str, Any] | None:
@@ -86,6 +87,7 @@ class EvalReport:
             "model": self.model,
             "frames_expected": self.frames_expected,
             "frames_scored": self.frames_scored,
+            "ground_truth_matching": self.ground_truth_matching,
             "pipeline": scores(self.pipeline),
             "bare_model": scores(self.bare),
             "ap50_lost_by_pipeline": (self.bare.overall.ap50 - self.pipeline.overall.ap50) if self.bare else None,

@@ -5,8 +5,10 @@ CLI wiring (imports the detect and ingest stages): the scoring itself is `scorin
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,23 +18,84 @@ import numpy.typing as npt
 from vigil.config import VigilConfig
 from vigil.detections import Detections
 from vigil.eval.events import FiredAlert, ground_truth_events, match_events
-from vigil.eval.groundtruth import GroundTruth, load_coco, load_mot
+from vigil.eval.groundtruth import GroundTruth, load_coco, load_mot, map_classes
+from vigil.eval.labels_match import LabelMismatchError, Recording, check_matching
+from vigil.eval.labels_yolo import load_yolo
 from vigil.eval.pipeline import EvalError, EvalTarget, PipelineResult
 from vigil.eval.report import EvalReport, LatencyStats
 from vigil.eval.scoring import DetectionScores, score_detections
+from vigil.imagefolder import list_images
 
 
-def load_ground_truth(path: str, fmt: str | None) -> GroundTruth:
-    """MOT `gt.txt` or COCO JSON; the format follows the file name when not given."""
-    kind = fmt or ("coco" if path.lower().endswith(".json") else "mot")
-    return load_coco(path) if kind == "coco" else load_mot(path)
+def describe_recording(video: Path) -> Recording:
+    """What labels are matched against, as replay will read it: an image folder's file names in
+    natural order, or a video's frame count (the container's) and frame size (its first frame)."""
+    from ingest.sources import ReplaySource
+
+    if video.is_dir():
+        names = tuple(p.name for p in list_images(video))
+        return Recording(str(video), names, len(names))
+    source = ReplaySource(str(video), realtime=False)
+    source.open()
+    try:
+        first = source.read()
+    finally:
+        source.close()
+    height, width = first.image.shape[:2] if first is not None else (None, None)
+    return Recording(str(video), None, source.total_frames, width, height)
+
+
+def load_ground_truth(
+    path: str,
+    fmt: str | None,
+    video: Path | None = None,
+    offset: int | None = None,
+    model_names: tuple[str, ...] | None = None,
+) -> GroundTruth:
+    """MOT `gt.txt`, COCO JSON or a YOLO label folder (the format follows the path when not given),
+    placed on the frames of `video` and shifted by `offset` frames. With the video, labels of which
+    fewer than 90 % find a frame are refused (`LabelMismatchError`); with the model's class names,
+    classes are mapped to them by name and those the model lacks are listed once and not scored."""
+    kind = fmt or ("coco" if path.lower().endswith(".json") else "yolo" if Path(path).is_dir() else "mot")
+    recording = describe_recording(video) if video is not None else None
+    shift = offset or 0
+    if kind == "yolo":
+        if recording is None:
+            raise EvalError("YOLO labels are fractions of the image: give the recording they label (--video)")
+        gt = load_yolo(path, recording, shift)
+    else:
+        gt = load_coco(path, recording, shift) if kind == "coco" else load_mot(path, recording=recording, offset=shift)
+    matching = gt.matching
+    assert matching is not None  # every loader records how it matched
+    matching.offset_given = offset is not None
+    if recording is not None:
+        check_matching(matching, recording)
+    if model_names is not None:
+        gt = map_classes(gt, model_names)
+    sys.stderr.write(f"labels: {matching.summary()}\n")
+    if matching.unknown_classes:
+        listed = ", ".join(f"{name} ({n} boxes)" for name, n in matching.unknown_classes.items())
+        sys.stderr.write(f"labels: not scored, the model has no such class: {listed}\n")
+    return gt
+
+
+@contextmanager
+def refusal_report(out: Path) -> Iterator[None]:
+    """Labels refused inside still leave a report.json with the match counts and the reason."""
+    try:
+        yield
+    except LabelMismatchError as exc:
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"error": str(exc), "ground_truth_matching": exc.matching.to_json()}
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        raise
 
 
 def subset(gt: GroundTruth, numbers: list[int]) -> GroundTruth:
     """The ground truth of the frames that were sent to detection (all of them unless --fps samples)."""
     wanted = [n for n in numbers if n in set(gt.frame_numbers)]
     frames = {n: gt.frames[n] for n in wanted if n in gt.frames}
-    return GroundTruth(frames, gt.class_names, gt.width, gt.height, gt.fps, gt.source, wanted)
+    return GroundTruth(frames, gt.class_names, gt.width, gt.height, gt.fps, gt.source, wanted, gt.matching)
 
 
 def to_gt_pixels(dets: Detections, width: int, height: int, gt: GroundTruth) -> Detections:
@@ -130,6 +193,24 @@ def bare_predictions(
     return out, f"{detector.manifest.name} ({detector.manifest.version})"
 
 
+def label_notes(gt: GroundTruth) -> list[str]:
+    """What the report must say about the labels: how they were matched, and what was left out."""
+    matching = gt.matching
+    if matching is None:
+        return []
+    notes = [f"Labels: {matching.summary()}."]
+    if matching.unknown_classes:
+        listed = ", ".join(f"{name} ({n} boxes)" for name, n in matching.unknown_classes.items())
+        notes.append(f"Label classes the model does not have, not scored: {listed}.")
+    if matching.alignment is not None and "note" in matching.alignment:
+        notes.append(matching.alignment["note"])
+    if not matching.identities:
+        notes.append(
+            "The labels carry no track identities (YOLO, COCO without track_id): alert results are not meaningful."
+        )
+    return notes
+
+
 @dataclass
 class Scored:
     pipeline: DetectionScores
@@ -164,6 +245,7 @@ def build_report(
         notes.append("The config has no alert rule: alert-level results are not computed.")
     if len(numbers) != len(gt.frame_numbers):
         notes.append(f"{len(numbers)} of the {len(gt.frame_numbers)} labelled frames were sent to detection.")
+    notes += label_notes(gt)
     # Capture (of the frame the alert started on) to the alert record's Kafka timestamp.
     started = [
         (result.alert_time_ns[a.webhook_id] - record.capture_ns) / 1e6
@@ -188,6 +270,7 @@ def build_report(
         pipeline_fps=len(result.records) / result.wall_s,
         wall_s=result.wall_s,
         notes=notes,
+        ground_truth_matching=gt.matching.to_json() if gt.matching is not None else None,
     )
 
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from vigil.config import RuleConfig, VigilConfig
 from vigil.contracts import DetectionsRecord, FrameRef, ModelRef
 from vigil.detections import Detections
+from vigil.eval.alignment import check_alignment
 from vigil.eval.events import FiredAlert, ground_truth_events, match_events
 from vigil.eval.groundtruth import GroundTruth, GroundTruthError
 from vigil.eval.pipeline import EvalTarget, choose_target
@@ -248,6 +249,7 @@ def tune(
     detector = Detector.from_config(config.detect, model, conf=min(CONFS))
     names = tuple(detector.class_names)
     cache = cache_clip(detector, video, gt)
+    check_alignment(gt, cache.detections(detector, min(CONFS), config.detect.iou_threshold), names, "model")
     points: list[Point] = []
     for iou in IOUS:
         preds = cache.detections(detector, min(CONFS), iou)
@@ -300,13 +302,14 @@ def check_clip(
 def tune_cli(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     video = Path(args.video)
-    gt = load_ground_truth(args.gt, args.gt_format)
+    gt = load_ground_truth(args.gt, args.gt_format, video, args.gt_offset, config.class_names())
     check = None
     if bool(args.check_video) != bool(args.check_gt):
         print("vigil tune: --check-video and --check-gt go together", file=sys.stderr)
         return 2
     if args.check_video:
-        check = (Path(args.check_video), load_ground_truth(args.check_gt, args.gt_format))
+        check_video = Path(args.check_video)
+        check = (check_video, load_ground_truth(args.check_gt, args.gt_format, check_video, None, config.class_names()))
     result = tune(
         config, video, gt, args.model, args.objective, args.target_precision, args.camera, args.rule, check
     )  # fmt: skip
