@@ -9,6 +9,9 @@ from pydantic import Field, SecretStr, model_validator
 from vigil.config.base import Section
 
 Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
+# 8K UHD (7680 x 4320 = 33.2 MP): the largest frame a camera sends; the default of detect.max_pixels.
+# Defined here (not in vigil.imaging, which needs OpenCV) so loading a config never imports cv2.
+DEFAULT_MAX_PIXELS = 7680 * 4320
 
 
 class HttpApiConfig(Section):
@@ -53,6 +56,20 @@ class DetectConfig(Section):
         ge=1024,
         le=256 * 1024 * 1024,
         title="Frames larger than this go to the dead-letter topic",
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=64 * 64,
+        le=65535 * 65535,
+        title="Images declaring more pixels (width x height, read from the header before decoding) are refused: "
+        "dead letter `oversized_image` in the worker, 413 in `vigil serve`; default 8K UHD",
+    )
+    decode_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        title="Images decoded at once at most per process (worker decode threads, concurrent `vigil serve` "
+        "requests); peak image memory is at most this x max_pixels x 3 bytes",
     )
     class_names: list[str] | None = Field(
         None, title="Override of the model's class names (for custom models); default: from the manifest"
