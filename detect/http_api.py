@@ -96,26 +96,35 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._json(200, result)
 
-    def _read_image(self, length: int) -> bytes:
+    def _read_image(self, length: int) -> bytearray:
         """The body, read only as far as needed to refuse it: the image's size is checked as soon as its
-        header has arrived, so a bomb is refused after a few KB whatever its Content-Length."""
-        body = bytearray()
-        info: ImageInfo | None = None
+        header has arrived, so a bomb is refused after a few KB whatever its Content-Length. An accepted
+        body is read into one buffer of its length (no copies: bodies count towards memory too)."""
+        head = bytearray()
         self._consumed = 0
-        while len(body) < length:
-            if info is None:  # whatever has arrived (read1 does not wait to fill the chunk)
-                chunk = self.rfile.read1(min(HEAD_CHUNK, length - len(body)))
-            else:
-                chunk = self.rfile.read(length - len(body))
+        info: ImageInfo | None = None
+        while info is None and len(head) < length:
+            chunk = self.rfile.read1(min(HEAD_CHUNK, length - len(head)))  # what has arrived, without waiting
             if not chunk:
-                break  # the client closed early; what arrived is judged as it is
-            body += chunk
-            self._consumed = len(body)
-            if info is None:
-                info = probe_prefix(bytes(body))
-                if info is not None:
-                    check_size(info, self.api.decoder.max_pixels, self.api.decoder.setting)
-        return bytes(body)
+                return head  # the client closed early; what arrived is judged as it is
+            head += chunk
+            self._consumed = len(head)
+            info = probe_prefix(head)
+        if info is not None:
+            check_size(info, self.api.decoder.max_pixels, self.api.decoder.setting)
+        if len(head) == length:
+            return head
+        body = bytearray(length)
+        body[: len(head)] = head
+        view, filled = memoryview(body), len(head)
+        del head
+        while filled < length:
+            got = self.rfile.readinto(view[filled:])
+            if not got:
+                return body[:filled]
+            filled += got
+            self._consumed = filled
+        return body
 
     def _refuse(self, status: int, error: str, length: int) -> None:
         """Answer, then discard the unread rest of the body (bounded by max_image_bytes, never held), so
@@ -164,13 +173,15 @@ class DetectionApi:
         # Constant-time comparison: response timing must not reveal how much of a guess was right.
         return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), token)
 
-    def detect(self, body: bytes) -> dict[str, Any]:
+    def detect(self, body: bytes | bytearray) -> dict[str, Any]:
         # The decoded image holds its decode slot until the answer is built: requests waiting for the
         # inference lock never hold more than decode_concurrency images between them.
         with self.decoder.decoded(body, max_bytes=self.config.max_image_bytes) as image:
             with self._inference:
                 detections = self.detector([image])[0]
-            return detections_json(self.detector, image, detections, "request")
+            result = detections_json(self.detector, image, detections, "request")
+            del image  # before the slot is released, not when this function returns
+        return result
 
     def start(self) -> None:
         if self.config.token is None:

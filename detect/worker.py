@@ -337,6 +337,7 @@ class DetectWorker:
             try:
                 with self.decoder.decoded(record.value, expect_wh=(meta.width, meta.height)) as image:
                     box = pre.place(image, canvas[index])
+                    del image  # freed before its decode slot is
             except (OversizedImageError, ImageSizeMismatchError) as exc:
                 return Rejection(exc.reason, f"{exc.reason}: {exc}")
             except ContractError as exc:

@@ -67,7 +67,7 @@ class ImageInfo:
         return self.width * self.height
 
 
-def _jpeg_size(data: bytes, partial: bool = False) -> tuple[int, int]:
+def _jpeg_size(data: bytes | bytearray, partial: bool = False) -> tuple[int, int]:
     """(width, height) from the first start-of-frame segment; walks the segments, never the pixels.
     `partial`: `data` is a prefix; running out of it raises `_Truncated` instead of `ContractError`."""
     pos, end = 2, len(data)
@@ -102,12 +102,12 @@ def _jpeg_size(data: bytes, partial: bool = False) -> tuple[int, int]:
     raise ContractError("JPEG has no frame header (SOF) before its image data; the file is truncated or corrupt")
 
 
-def probe_image(data: bytes) -> ImageInfo:
+def probe_image(data: bytes | bytearray) -> ImageInfo:
     """Format and size from the header alone. Raises `ContractError` for anything but JPEG or PNG."""
     return _probe(data, partial=False)
 
 
-def probe_prefix(data: bytes) -> ImageInfo | None:
+def probe_prefix(data: bytes | bytearray) -> ImageInfo | None:
     """Like `probe_image` on the first bytes of an image still arriving: None while they end before
     its size is known, so a server can refuse a bomb without reading (or holding) the rest."""
     try:
@@ -116,7 +116,7 @@ def probe_prefix(data: bytes) -> ImageInfo | None:
         return None
 
 
-def _probe(data: bytes, partial: bool) -> ImageInfo:
+def _probe(data: bytes | bytearray, partial: bool) -> ImageInfo:
     if partial and len(data) < 24 and (b"\xff\xd8".startswith(data[:2]) or _PNG_SIGNATURE.startswith(data[:8])):
         if len(data) < 2 or data[:2] != b"\xff\xd8":  # too short to tell, or a PNG before its IHDR size
             raise _Truncated
@@ -153,7 +153,7 @@ def reduction_for(info: ImageInfo, target_w: int, target_h: int) -> int:
 
 
 def decode_image(
-    data: bytes | None,
+    data: bytes | bytearray | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     max_bytes: int | None = None,
@@ -204,7 +204,7 @@ class BoundedDecoder:
         self.setting = setting
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def check(self, data: bytes | None, expect_wh: tuple[int, int] | None = None) -> ImageInfo:
+    def check(self, data: bytes | bytearray | None, expect_wh: tuple[int, int] | None = None) -> ImageInfo:
         """The header checks of `decode_image` alone (no pixels, no slot)."""
         if not data:
             raise ContractError("image has no bytes")
@@ -218,7 +218,7 @@ class BoundedDecoder:
 
     @contextmanager
     def decoded(
-        self, data: bytes | None, *, expect_wh: tuple[int, int] | None = None, max_bytes: int | None = None
+        self, data: bytes | bytearray | None, *, expect_wh: tuple[int, int] | None = None, max_bytes: int | None = None
     ) -> Iterator[npt.NDArray[np.uint8]]:
         self.check(data, expect_wh)
         with self._slots:
