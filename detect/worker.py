@@ -174,6 +174,7 @@ class DetectWorker:
         self.model_ref = ModelRef(detector.manifest.name, detector.manifest.version)
         self.decode_threads = decode_threads or self.cfg.decode_concurrency
         self.decoder = BoundedDecoder(self.cfg.max_pixels, self.decode_threads)
+        self.lag = metrics.LagRecorder()
         self._lock = threading.Lock()
         self._epoch: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
@@ -431,6 +432,8 @@ class DetectWorker:
         except (CommitFailedError, KafkaError) as exc:
             # The group moved on (rebalance); the frames are published and will be reprocessed by the owner.
             log.warning("offset commit failed (%s); frames of this batch may be processed again", exc)
+            return
+        self.lag.record(self.consumer, {tp: o.offset for tp, o in offsets.items()})
 
 
 def _take_fairly(

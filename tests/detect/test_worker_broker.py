@@ -80,7 +80,8 @@ def _read_topic(
 
 @pytest.fixture
 def running_worker(vigil_config: VigilConfig) -> Iterator[tuple[VigilConfig, threading.Event, list[DetectWorker]]]:
-    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000)
+    # A backlog on a loaded machine must not age past max_age_s: these tests count every frame.
+    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000, max_age_s=3600)
     ensure_topics(config.kafka, config.topics)
     stop = threading.Event()
     workers: list[DetectWorker] = []
@@ -160,6 +161,32 @@ def test_worker_detects_every_frame_in_order_and_dead_letters_poison(
     # Each bomb decoded would have added 2.7 GB to this process's peak (5.3 GB measured before the fix).
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
     assert grown_mb < 1000, f"peak RSS grew {grown_mb:.0f} MB while two bombs were triaged"
+
+
+def test_consumer_lag_gauge_follows_the_backlog(
+    running_worker: tuple[VigilConfig, threading.Event, list[DetectWorker]],
+) -> None:
+    config, _stop, _workers = running_worker
+    seen: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(metrics.CONSUMER_LAG._value.get())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    total = _publish_frames(config)  # all at once: the worker works through a backlog, 4 frames a batch
+    records = _read_topic(config, config.topics.detections.name, until=total, timeout_s=120)
+    deadline = time.monotonic() + 30
+    while metrics.CONSUMER_LAG._value.get() != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done.set()
+    sampler.join(5)
+    assert len(records) == total
+    assert max(seen) >= 20, f"the lag gauge never showed the backlog of {total} frames (max {max(seen)})"
+    assert metrics.CONSUMER_LAG._value.get() == 0  # caught up
 
 
 def _write_config(config: VigilConfig, path: Path) -> Path:
