@@ -152,6 +152,29 @@ def reduction_for(info: ImageInfo, target_w: int, target_h: int) -> int:
     return factor
 
 
+def check_image(
+    data: bytes | bytearray | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    max_bytes: int | None = None,
+    expect_wh: tuple[int, int] | None = None,
+    setting: str = "detect.max_pixels",
+) -> ImageInfo:
+    """Every check of `decode_image` that needs only the header: bytes present and within `max_bytes`,
+    a JPEG or PNG of at most `max_pixels`, as large as `expect_wh` when given."""
+    if not data:
+        raise ContractError("image has no bytes")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ContractError(f"image is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
+    info = probe_image(data)
+    check_size(info, max_pixels, setting)
+    if expect_wh is not None and (info.width, info.height) != expect_wh:
+        raise ImageSizeMismatchError(
+            f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
+        )
+    return info
+
+
 def decode_image(
     data: bytes | bytearray | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -167,16 +190,8 @@ def decode_image(
     other size is refused, so no stage trusts a header that disagrees with the pixels. `reduce`
     (1, 2, 4, 8) decodes a JPEG at that fraction of its size in the DCT domain, much cheaper than
     decoding in full and resizing."""
-    if not data:
-        raise ContractError("image has no bytes")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ContractError(f"image is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
-    info = probe_image(data)
-    check_size(info, max_pixels, setting)
-    if expect_wh is not None and (info.width, info.height) != expect_wh:
-        raise ImageSizeMismatchError(
-            f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
-        )
+    info = check_image(data, max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=setting)
+    assert data is not None  # checked
     flag = _REDUCED.get(reduce if info.format == "jpeg" else 1)
     if flag is None:
         raise ContractError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
@@ -204,23 +219,11 @@ class BoundedDecoder:
         self.setting = setting
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def check(self, data: bytes | bytearray | None, expect_wh: tuple[int, int] | None = None) -> ImageInfo:
-        """The header checks of `decode_image` alone (no pixels, no slot)."""
-        if not data:
-            raise ContractError("image has no bytes")
-        info = probe_image(data)
-        check_size(info, self.max_pixels, self.setting)
-        if expect_wh is not None and (info.width, info.height) != expect_wh:
-            raise ImageSizeMismatchError(
-                f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
-            )
-        return info
-
     @contextmanager
     def decoded(
         self, data: bytes | bytearray | None, *, expect_wh: tuple[int, int] | None = None, max_bytes: int | None = None
     ) -> Iterator[npt.NDArray[np.uint8]]:
-        self.check(data, expect_wh)
+        check_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
         with self._slots:
             yield decode_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
 
