@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vigil's tests and demo need, only those missing:
 # Java 17 + Maven (the embedded Apache Kafka broker), GStreamer's RTSP server for the system python3
-# (the test RTSP camera), and FFmpeg-capable GStreamer plugins. Needs root (or sudo) on Debian/Ubuntu.
+# (the test RTSP camera), FFmpeg-capable GStreamer plugins, and Prometheus for its `promtool` (the tests
+# check deploy/prometheus/ rules and every process's /metrics with it). Needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,7 @@ packages=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  prometheus
 )
 
 missing=()
@@ -21,6 +23,10 @@ if command -v java >/dev/null 2>&1; then
 fi
 if command -v mvn >/dev/null 2>&1; then
   missing=("${missing[@]/maven/}")
+fi
+# Only promtool is needed; a promtool in PATH (e.g. from a Prometheus release) will do.
+if command -v promtool >/dev/null 2>&1; then
+  missing=("${missing[@]/prometheus/}")
 fi
 read -r -a missing <<<"${missing[*]}"
 
@@ -36,4 +42,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
+# The prometheus package also ships a server and enables its service: policy-rc.d (Debian's switch
+# for maintainer scripts) keeps it from being started by this install; one already there is kept.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 from detect.detector import Detector
-from detect.preprocess import decode_jpeg
 from detect.results import detections_json
 from vigil.errors import ContractError
+from vigil.imaging import decode_image
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
 
@@ -66,7 +66,7 @@ def predict_main(args: argparse.Namespace) -> int:
         chunk, images = [], []
         for path in paths[start : start + batch_size]:
             try:
-                images.append(decode_jpeg(path.read_bytes()))
+                images.append(decode_image(path.read_bytes(), config.detect.max_pixels))
                 chunk.append(path)
             except (OSError, ContractError) as exc:
                 print(f"vigil predict: {path}: {exc}", file=sys.stderr)
@@ -94,7 +94,7 @@ def serve_main(args: argparse.Namespace) -> int:
     metrics = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     detector = Detector.from_config(config.detect)
     health.set("model", True, f"{detector.manifest.name} on {detector.provider}")
-    api = DetectionApi(detector, config.detect.http)
+    api = DetectionApi(detector, config.detect)
     api.start()
     stop = threading.Event()
     print(f"detection API on {api.url}/v1/detect (bearer token from detect.http.token)", file=sys.stderr, flush=True)

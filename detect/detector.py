@@ -18,13 +18,14 @@ import onnxruntime as ort
 
 from detect.decoders import UltralyticsDecoder, YoloxDecoder, make_decoder
 from detect.nms import batched_nms
-from detect.preprocess import LetterboxPreprocessor, PreparedBatch, decode_jpeg
+from detect.preprocess import Letterbox, LetterboxPreprocessor, PreparedBatch
 from detect.runtime import create_session
 from models import ModelManifest, Registry
 from models.onnx_errors import ORT_ERRORS
 from vigil.config import DetectConfig
 from vigil.detections import Detections
 from vigil.errors import ModelError
+from vigil.imaging import DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +182,20 @@ class Detector:
         prepared = self.preprocess(images)
         return self.postprocess(self.infer(prepared.tensor), prepared)
 
-    def stream(self, batches: Iterable[Sequence[bytes]], decode_threads: int = 2) -> Iterator[list[Detections]]:
+    def stream(
+        self, batches: Iterable[Sequence[bytes]], decode_threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Iterator[list[Detections]]:
         """Detections for batches of encoded frames, decoding + letterboxing batch n+1 in a thread pool
-        while batch n infers (cv2 and onnxruntime both release the GIL). Undecodable frames raise."""
+        while batch n infers (cv2 and onnxruntime both release the GIL). Undecodable frames, and images
+        over `max_pixels`, raise `ContractError`."""
         with ThreadPoolExecutor(decode_threads, thread_name_prefix="detect-prep") as pool:
+
+            def place(encoded: bytes, canvas: npt.NDArray[np.uint8]) -> Letterbox:
+                return self.preprocessor.place(decode_image(encoded, max_pixels), canvas)
 
             def prepare(encoded: Sequence[bytes]) -> PreparedBatch:
                 canvas = self.preprocessor.canvas(len(encoded))
-                boxes = tuple(
-                    pool.map(lambda i: self.preprocessor.place(decode_jpeg(encoded[i]), canvas[i]), range(len(encoded)))
-                )
+                boxes = tuple(pool.map(lambda i: place(encoded[i], canvas[i]), range(len(encoded))))
                 return PreparedBatch(self.preprocessor.to_tensor(canvas), boxes)
 
             with ThreadPoolExecutor(1, thread_name_prefix="detect-prefetch") as prefetch:

@@ -5,7 +5,10 @@ JSON, through the same `Detector` as the Kafka worker and `vigil predict`.
          -H "Content-Type: image/jpeg" http://127.0.0.1:8600/v1/detect
 
 Requests without the configured bearer token get 401; there is no anonymous mode, so the API
-refuses to start without `detect.http.token`.
+refuses to start without `detect.http.token`. Hostile bodies cost little: the image's size is read from
+the first bytes of the body (JPEG SOF / PNG IHDR) and anything over `detect.max_pixels` is answered 413
+before the rest is read, decoded or queued for the one-inference-at-a-time lock; at most
+`detect.decode_concurrency` decoded images exist at once, however many requests arrive.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 from detect.detector import Detector
-from detect.preprocess import decode_jpeg
 from detect.results import detections_json
 from models.onnx_errors import ORT_ERRORS
-from vigil.config.detect import HttpApiConfig
+from vigil.config.detect import DetectConfig
 from vigil.errors import ConfigError, ConfigIssue, ContractError, ModelError
+from vigil.imaging import BoundedDecoder, ImageInfo, OversizedImageError, check_size, probe_prefix
 
 log = logging.getLogger(__name__)
 # What a request's detection may raise besides a bad image: answered with a JSON 500.
 RUN_ERRORS: tuple[type[Exception], ...] = (ModelError, *ORT_ERRORS)
+# The body is read this much at a time until its header tells the image's size (EXIF can put the
+# JPEG frame header some tens of KB in), then at once; a refused body is drained this much at a time.
+HEAD_CHUNK = 16 * 1024
 
 
 class _Server(ThreadingHTTPServer):
@@ -69,7 +75,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length > self.api.config.max_image_bytes:
             self._json(413, {"error": f"image is {length} bytes; the limit is detect.http.max_image_bytes"})
             return
-        body = self.rfile.read(length)
+        try:
+            body = self._read_image(length)
+        except OversizedImageError as exc:
+            self._refuse(413, str(exc), length)
+            return
+        except ContractError as exc:
+            self._refuse(400, str(exc), length)
+            return
         try:
             result = self.api.detect(body)
         except ContractError as exc:
@@ -82,6 +95,48 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, {"error": f"detection failed: {reason}"})
             return
         self._json(200, result)
+
+    def _read_image(self, length: int) -> bytearray:
+        """The body, read only as far as needed to refuse it: the image's size is checked as soon as its
+        header has arrived, so a bomb is refused after a few KB whatever its Content-Length. An accepted
+        body is read into one buffer of its length (no copies: bodies count towards memory too)."""
+        head = bytearray()
+        self._consumed = 0
+        info: ImageInfo | None = None
+        while info is None and len(head) < length:
+            chunk = self.rfile.read1(min(HEAD_CHUNK, length - len(head)))  # what has arrived, without waiting
+            if not chunk:
+                return head  # the client closed early; what arrived is judged as it is
+            head += chunk
+            self._consumed = len(head)
+            info = probe_prefix(head)
+        if info is not None:
+            check_size(info, self.api.decoder.max_pixels, self.api.decoder.setting)
+        if len(head) == length:
+            return head
+        body = bytearray(length)
+        body[: len(head)] = head
+        view, filled = memoryview(body), len(head)
+        del head
+        while filled < length:
+            got = self.rfile.readinto(view[filled:])
+            if not got:
+                return body[:filled]
+            filled += got
+            self._consumed = filled
+        return body
+
+    def _refuse(self, status: int, error: str, length: int) -> None:
+        """Answer, then discard the unread rest of the body (bounded by max_image_bytes, never held), so
+        the client reads the answer instead of a reset connection; the connection is closed after."""
+        self.close_connection = True
+        self._json(status, {"error": error}, {"Connection": "close"})
+        left = length - self._consumed
+        while left > 0:
+            chunk = self.rfile.read(min(HEAD_CHUNK * 4, left))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
@@ -98,9 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class DetectionApi:
-    def __init__(self, detector: Detector, config: HttpApiConfig) -> None:
+    def __init__(self, detector: Detector, config: DetectConfig) -> None:
         self.detector = detector
-        self.config = config
+        self.config = config.http
+        self.decoder = BoundedDecoder(config.max_pixels, config.decode_concurrency)
         # One inference at a time: ONNX Runtime already uses every core for one image, so
         # concurrent runs would only make each request slower.
         self._inference = threading.Lock()
@@ -117,11 +173,15 @@ class DetectionApi:
         # Constant-time comparison: response timing must not reveal how much of a guess was right.
         return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), token)
 
-    def detect(self, body: bytes) -> dict[str, Any]:
-        image = decode_jpeg(body, self.config.max_image_bytes)
-        with self._inference:
-            detections = self.detector([image])[0]
-        return detections_json(self.detector, image, detections, "request")
+    def detect(self, body: bytes | bytearray) -> dict[str, Any]:
+        # The decoded image holds its decode slot until the answer is built: requests waiting for the
+        # inference lock never hold more than decode_concurrency images between them.
+        with self.decoder.decoded(body, max_bytes=self.config.max_image_bytes) as image:
+            with self._inference:
+                detections = self.detector([image])[0]
+            result = detections_json(self.detector, image, detections, "request")
+            del image  # before the slot is released, not when this function returns
+        return result
 
     def start(self) -> None:
         if self.config.token is None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Mapping
+
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
 
 FRAMES = Counter("vigil_detect_frames_total", "Frame records consumed from the frames topic")
 DETECTED = Counter("vigil_detect_detected_frames_total", "Frames run through the model and published")
@@ -25,3 +28,28 @@ QUEUE_AGE_SECONDS = Histogram(
     "Age of a frame (capture to start of detection)",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+CONSUMER_LAG = Gauge(
+    "vigil_detect_consumer_lag_records",
+    "Frames records of this worker's partitions not yet committed (end offset minus committed offset)",
+)
+
+
+class LagRecorder:
+    """Sets CONSUMER_LAG after each commit: over the partitions assigned to this worker, the end offset
+    the consumer learnt with its last fetch (no request is made) minus the offset last committed;
+    partitions not committed yet, or whose end is not known yet, are left out."""
+
+    def __init__(self) -> None:
+        self._committed: dict[TopicPartition, int] = {}
+
+    def record(self, consumer: KafkaConsumer, committed: Mapping[TopicPartition, int]) -> int:
+        self._committed.update(committed)
+        assigned = consumer.assignment()
+        self._committed = {tp: offset for tp, offset in self._committed.items() if tp in assigned}
+        lag = 0
+        for tp, offset in self._committed.items():
+            end = consumer.highwater(tp)
+            if end is not None:
+                lag += max(0, int(end) - offset)
+        CONSUMER_LAG.set(lag)
+        return lag

@@ -116,15 +116,3 @@ class LetterboxPreprocessor:
         canvas = self.canvas(len(images))
         boxes = tuple(self.place(image, canvas[i]) for i, image in enumerate(images))
         return PreparedBatch(self.to_tensor(canvas), boxes)
-
-
-def decode_jpeg(data: bytes | None, max_bytes: int | None = None) -> npt.NDArray[np.uint8]:
-    """JPEG (or PNG) bytes -> BGR uint8 image; anything undecodable raises `ContractError` with the reason."""
-    if not data:
-        raise ContractError("frame has no image bytes")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ContractError(f"frame is {len(data)} bytes, larger than detect.max_frame_bytes={max_bytes}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ContractError(f"frame of {len(data)} bytes is not a decodable image (starts with {data[:4]!r})")
-    return np.asarray(image, dtype=np.uint8)

@@ -3,8 +3,10 @@
 Loop (one consumer thread, one inference thread, a small decode pool):
 
 1. gather up to `batch_size` records or `max_wait_ms`, polling the consumer (which also keeps the group alive);
-2. triage each record — bad headers, oversized, unknown camera or undecodable image go to the dead-letter topic,
-   frames older than `max_age_s` are counted and skipped — and decode + letterbox the rest in the thread pool;
+2. triage each record — bad headers, oversized (bytes or declared pixels), unknown camera, an image whose size
+   differs from its headers or that does not decode go to the dead-letter topic, frames older than `max_age_s`
+   are counted and skipped — and decode + letterbox the rest in the thread pool (`detect.decode_concurrency`
+   threads, so at most that many decoded frames of at most `detect.max_pixels` exist at once);
 3. hand the tensor to the inference thread, and while it runs, gather and prepare the next batch;
 4. decode/NMS the result, publish one `DetectionsRecord` per frame (keyed by camera), wait for every send
    (detections and dead letters) to be acknowledged, and only then commit the batch's offsets.
@@ -36,10 +38,11 @@ from kafka.structs import OffsetAndMetadata
 
 from detect import metrics
 from detect.detector import Detector
-from detect.preprocess import Letterbox, PreparedBatch, decode_jpeg
+from detect.preprocess import Letterbox, PreparedBatch
 from vigil.config import VigilConfig
 from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
 from vigil.errors import ContractError, KafkaUnavailableError
+from vigil.imaging import BoundedDecoder, ImageSizeMismatchError, OversizedImageError
 from vigil.kafka import DeadLetterPublisher, subscribe
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class FrameGate:
 
     def __init__(self, config: VigilConfig) -> None:
         self.max_bytes = config.detect.max_frame_bytes
+        self.max_pixels = config.detect.max_pixels
         self.max_age_ns = int(config.detect.max_age_s * 1e9)
         self.cameras = frozenset(c.id for c in config.cameras)
         self.allow_unknown = config.detect.allow_unknown_cameras
@@ -76,6 +80,12 @@ class FrameGate:
             return Rejection("oversized", f"frame is {size} bytes, over detect.max_frame_bytes={self.max_bytes}")
         if size == 0:
             return Rejection("empty", "frame record has no image bytes")
+        if meta.width * meta.height > self.max_pixels:
+            return Rejection(
+                OversizedImageError.reason,
+                f"{OversizedImageError.reason}: headers declare {meta.width}x{meta.height} = "
+                f"{meta.width * meta.height / 1e6:.1f} MP, over detect.max_pixels={self.max_pixels}",
+            )
         if meta.encoding.lower() not in ("jpeg", "jpg", "png"):
             return Rejection("encoding", f"frame encoding {meta.encoding!r} is not supported (jpeg or png)")
         if not self.allow_unknown and meta.camera_id not in self.cameras:
@@ -150,7 +160,7 @@ class DetectWorker:
         detector: Detector,
         consumer: KafkaConsumer,
         producer: KafkaProducer,
-        decode_threads: int = 2,
+        decode_threads: int | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
@@ -162,7 +172,9 @@ class DetectWorker:
         self.dead_letters = DeadLetterPublisher(producer, config.topics.dead_letter.name, STAGE)
         self.clock_ns = clock_ns
         self.model_ref = ModelRef(detector.manifest.name, detector.manifest.version)
-        self.decode_threads = decode_threads
+        self.decode_threads = decode_threads or self.cfg.decode_concurrency
+        self.decoder = BoundedDecoder(self.cfg.max_pixels, self.decode_threads)
+        self.lag = metrics.LagRecorder()
         self._lock = threading.Lock()
         self._epoch: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
@@ -322,10 +334,13 @@ class DetectWorker:
 
         def place(index: int) -> tuple[Letterbox, float] | Rejection:
             started = time.perf_counter()
-            record = accepted[index][0]
+            record, meta = accepted[index]
             try:
-                image = decode_jpeg(record.value, self.cfg.max_frame_bytes)
-                box = pre.place(image, canvas[index])
+                with self.decoder.decoded(record.value, expect_wh=(meta.width, meta.height)) as image:
+                    box = pre.place(image, canvas[index])
+                    del image  # freed before its decode slot is
+            except (OversizedImageError, ImageSizeMismatchError) as exc:
+                return Rejection(exc.reason, f"{exc.reason}: {exc}")
             except ContractError as exc:
                 return Rejection("decode", str(exc))
             return box, (time.perf_counter() - started) * 1000
@@ -417,6 +432,8 @@ class DetectWorker:
         except (CommitFailedError, KafkaError) as exc:
             # The group moved on (rebalance); the frames are published and will be reprocessed by the owner.
             log.warning("offset commit failed (%s); frames of this batch may be processed again", exc)
+            return
+        self.lag.record(self.consumer, {tp: o.offset for tp, o in offsets.items()})
 
 
 def _take_fairly(

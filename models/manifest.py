@@ -12,10 +12,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vigil.config.registry import MANIFEST_SUFFIXES as MANIFEST_SUFFIXES  # re-exported: one definition
 from vigil.errors import ModelError
 
 Family = Literal["ultralytics", "yolox"]
-MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 
 class ModelManifest(BaseModel):

@@ -7,10 +7,11 @@ import hashlib
 from pathlib import Path
 
 from models.manifest import MANIFEST_SUFFIXES, ModelManifest
+from vigil.config.registry import BUILTIN_MODELS_DIR, registry_dir
 from vigil.errors import ModelError
 
-# The manifests committed with vigil live beside this module.
-BUILTIN_DIR = Path(__file__).resolve().parent
+# The manifests committed with vigil live beside this module (the folder vigil.config.registry names).
+BUILTIN_DIR = BUILTIN_MODELS_DIR
 
 
 def sha256_of(path: Path) -> str:
@@ -31,12 +32,7 @@ class Registry:
     def at(cls, directory: str | Path | None) -> Registry:
         """The registry in `directory`; the default relative `models` falls back to the manifests shipped with
         vigil when the current folder has none, so commands work from any working directory."""
-        if directory is None:
-            return cls(BUILTIN_DIR)
-        path = Path(directory)
-        if not path.is_absolute() and not path.is_dir() and str(directory) == "models":
-            return cls(BUILTIN_DIR)
-        return cls(path)
+        return cls(registry_dir(directory))
 
     def _manifest_files(self) -> list[Path]:
         if not self.directory.is_dir():

@@ -28,19 +28,23 @@ def _lazy(target: str) -> Handler:
 
 
 def _config_validate(args: argparse.Namespace) -> int:
-    from vigil.config.loader import load_config
+    from vigil.config.loader import check_config
 
     failed = 0
     for path in args.files:
         try:
-            config = load_config(path, os.environ)
+            checked = check_config(path, os.environ)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             failed += 1
             continue
+        for warning in checked.warnings:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
+        config = checked.config
+        warned = f", {len(checked.warnings)} warnings" if checked.warnings else ""
         print(
             f"{path}: ok ({len(config.cameras)} cameras, {len(config.alerts.rules)} rules, "
-            f"{len(config.alerts.webhooks)} webhooks, model {config.detect.model})"
+            f"{len(config.alerts.webhooks)} webhooks, model {config.detect.model}{warned})"
         )
     return 1 if failed else 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -27,6 +28,17 @@ from vigil.errors import ContractError
 
 SCHEMA_VERSION = 1
 Headers = list[tuple[str, bytes]]
+# Header bounds, checked before anything is copied out of a record: every number fits a signed 64-bit
+# integer (what Kafka, JSON consumers and numpy hold) in at most 19 digits, an image side JPEG's 65535,
+# a header a few hundred bytes (motion boxes: up to MAX_MOTION_BOXES of them).
+INT64_MAX = 2**63 - 1
+MAX_IMAGE_SIDE = 65535
+MAX_HEADER_BYTES = 256
+MAX_MOTION_BOXES = 1024
+MAX_MOTION_HEADER_BYTES = 64 * 1024
+MAX_FRAME_HEADERS = 64
+MAX_FRAME_HEADERS_BYTES = 128 * 1024
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 FrameSource = Literal["rtsp", "replay"]
 AlertEvent = Literal["started", "updated", "ended"]
 
@@ -77,9 +89,11 @@ def _header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, bytes]
     return result
 
 
-def _req_str(headers: Mapping[str, bytes], name: str) -> str:
+def _req_str(headers: Mapping[str, bytes], name: str, max_bytes: int = MAX_HEADER_BYTES) -> str:
     if name not in headers:
         raise ContractError(f"missing header {name!r}")
+    if len(headers[name]) > max_bytes:
+        raise ContractError(f"header {name!r} is {len(headers[name])} bytes, over the limit of {max_bytes}")
     try:
         text = headers[name].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -89,19 +103,40 @@ def _req_str(headers: Mapping[str, bytes], name: str) -> str:
     return text
 
 
-def _req_int(headers: Mapping[str, bytes], name: str, minimum: int | None = None) -> int:
+def _req_int(headers: Mapping[str, bytes], name: str, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """A decimal integer in [minimum, maximum]: ASCII digits only (int() would also take '+1', ' 1',
+    '1_000' and other scripts' digits), at most 19 of them, so nothing huge is ever parsed or copied."""
     text = _req_str(headers, name)
-    try:
-        number = int(text)
-    except ValueError as exc:
-        raise ContractError(f"header {name!r} must be an integer, got {text[:40]!r}") from exc
-    if minimum is not None and number < minimum:
-        raise ContractError(f"header {name!r} must be >= {minimum}, got {number}")
+    if not _INTEGER.fullmatch(text):
+        raise ContractError(f"header {name!r} must be an integer of at most 19 decimal digits, got {text[:40]!r}")
+    number = int(text)
+    if not minimum <= number <= maximum:
+        raise ContractError(f"header {name!r} must be >= {minimum} and <= {maximum}, got {number}")
     return number
 
 
 def _opt_int(headers: Mapping[str, bytes], name: str) -> int | None:
     return _req_int(headers, name) if name in headers else None
+
+
+def _motion_boxes(raw: bytes) -> tuple[tuple[int, int, int, int], ...]:
+    shape = '{"boxes": [[x1, y1, x2, y2], ...]}'
+    if len(raw) > MAX_MOTION_HEADER_BYTES:
+        raise ContractError(f"header 'motion' is {len(raw)} bytes, over the limit of {MAX_MOTION_HEADER_BYTES}")
+    try:
+        boxes = json.loads(raw)["boxes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ContractError(f"header 'motion' must be {shape}: {exc}") from exc
+    if not isinstance(boxes, list) or len(boxes) > MAX_MOTION_BOXES:
+        raise ContractError(f"header 'motion' must be {shape} with at most {MAX_MOTION_BOXES} boxes")
+    for box in boxes:
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_IMAGE_SIDE for v in box)
+        ):
+            raise ContractError(f"header 'motion': each box must be 4 integers in 0..{MAX_IMAGE_SIDE}, got {box!r:.80}")
+    return tuple((b[0], b[1], b[2], b[3]) for b in boxes)
 
 
 def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -204,31 +239,30 @@ class FrameMeta:
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes]] | None) -> FrameMeta:
-        h = _header_map(headers)
+        items = list(headers or ())
+        if len(items) > MAX_FRAME_HEADERS:
+            raise ContractError(f"frame has {len(items)} headers, over the limit of {MAX_FRAME_HEADERS}")
+        h = _header_map(items)
+        total = sum(len(k) + len(v) for k, v in h.items())
+        if total > MAX_FRAME_HEADERS_BYTES:
+            raise ContractError(f"frame headers total {total} bytes, over the limit of {MAX_FRAME_HEADERS_BYTES}")
         schema = _req_str(h, "vigil-schema")
         if schema != str(SCHEMA_VERSION):
             raise ContractError(f"frame schema version {schema!r} is not supported (expected {SCHEMA_VERSION})")
         source = _req_str(h, "source")
         if source not in ("rtsp", "replay"):
             raise ContractError(f"header 'source' must be 'rtsp' or 'replay', got {source!r}")
-        motion: tuple[tuple[int, int, int, int], ...] | None = None
-        if "motion" in h:
-            try:
-                boxes = json.loads(h["motion"])["boxes"]
-                motion = tuple((int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise ContractError(f"header 'motion' must be {{\"boxes\": [[x1,y1,x2,y2], ...]}}: {exc}") from exc
         return cls(
             camera_id=_req_str(h, "camera"),
-            seq=_req_int(h, "seq", minimum=0),
-            capture_ns=_req_int(h, "capture-ns", minimum=0),
-            width=_req_int(h, "width", minimum=1),
-            height=_req_int(h, "height", minimum=1),
+            seq=_req_int(h, "seq"),
+            capture_ns=_req_int(h, "capture-ns"),
+            width=_req_int(h, "width", minimum=1, maximum=MAX_IMAGE_SIDE),
+            height=_req_int(h, "height", minimum=1, maximum=MAX_IMAGE_SIDE),
             source=source,  # type: ignore[arg-type]  # checked above
             encoding=_req_str(h, "encoding"),
             media_ns=_opt_int(h, "media-ns"),
             frame_index=_opt_int(h, "frame-index"),
-            motion=motion,
+            motion=_motion_boxes(h["motion"]) if "motion" in h else None,
             keepalive=h.get("keepalive") == b"1",
         )
 
@@ -517,7 +551,7 @@ class DeadLetter:
         h = _header_map(record.headers)
         return cls(
             stage=_req_str(h, "dlq-stage"),
-            reason=_req_str(h, "dlq-reason"),
+            reason=_req_str(h, "dlq-reason", max_bytes=4 * 2000),  # 2000 characters of up to 4 bytes
             topic=_req_str(h, "dlq-topic"),
             partition=_req_int(h, "dlq-partition"),
             offset=_req_int(h, "dlq-offset"),

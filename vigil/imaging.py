@@ -3,12 +3,17 @@
 A JPEG of a few kilobytes can declare 30000x30000 pixels; decoding it costs gigabytes. `probe_image`
 reads the dimensions from the header alone (JPEG's SOF marker, PNG's IHDR chunk) and `decode_image`
 refuses anything over `max_pixels` before OpenCV allocates the frame. Every stage that decodes
-untrusted bytes (detect workers, `vigil serve`, `vigil web`) goes through here.
+untrusted bytes (detect workers, `vigil serve`, `vigil web`) goes through here. `probe_prefix` decides
+from the first bytes of a body still arriving, and `BoundedDecoder` caps how many decoded images are
+alive at once, so peak memory is at most `concurrency x max_pixels x 3` bytes whatever the request rate.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,11 +21,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vigil.config.detect import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS  # re-exported: the default of max_pixels
 from vigil.errors import ContractError
 
 ImageFormat = Literal["jpeg", "png"]
-# 8K UHD (7680 x 4320 = 33.2 MP): the largest frame a camera sends; the default of detect.max_pixels.
-DEFAULT_MAX_PIXELS = 7680 * 4320
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers carrying the image size: baseline, extended, progressive, lossless, and
 # their arithmetic-coded forms (0xC4 DHT, 0xC8 JPG and 0xCC DAC are not frames).
@@ -42,6 +46,16 @@ class OversizedImageError(ContractError):
     reason = "oversized_image"
 
 
+class ImageSizeMismatchError(ContractError):
+    """The image's own size differs from the size its sender declared (a frame's width/height headers)."""
+
+    reason = "size_mismatch"
+
+
+class _Truncated(Exception):
+    """The bytes end before the image's size is known (only `probe_prefix` asks to be told)."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: ImageFormat
@@ -53,8 +67,9 @@ class ImageInfo:
         return self.width * self.height
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the first start-of-frame segment; walks the segments, never the pixels."""
+def _jpeg_size(data: bytes | bytearray, partial: bool = False) -> tuple[int, int]:
+    """(width, height) from the first start-of-frame segment; walks the segments, never the pixels.
+    `partial`: `data` is a prefix; running out of it raises `_Truncated` instead of `ContractError`."""
     pos, end = 2, len(data)
     while pos < end:
         if data[pos] != 0xFF:
@@ -68,7 +83,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if marker in _STANDALONE:
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
-            break
+            raise ContractError("JPEG has no frame header (SOF) before its image data; the file is corrupt")
         if pos + 2 > end:
             break
         (length,) = struct.unpack(">H", data[pos : pos + 2])
@@ -82,13 +97,31 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
                 raise ContractError(f"JPEG declares a {width}x{height} frame; zero sizes are not supported")
             return int(width), int(height)
         pos += length
+    if partial:
+        raise _Truncated
     raise ContractError("JPEG has no frame header (SOF) before its image data; the file is truncated or corrupt")
 
 
-def probe_image(data: bytes) -> ImageInfo:
+def probe_image(data: bytes | bytearray) -> ImageInfo:
     """Format and size from the header alone. Raises `ContractError` for anything but JPEG or PNG."""
+    return _probe(data, partial=False)
+
+
+def probe_prefix(data: bytes | bytearray) -> ImageInfo | None:
+    """Like `probe_image` on the first bytes of an image still arriving: None while they end before
+    its size is known, so a server can refuse a bomb without reading (or holding) the rest."""
+    try:
+        return _probe(data, partial=True)
+    except _Truncated:
+        return None
+
+
+def _probe(data: bytes | bytearray, partial: bool) -> ImageInfo:
+    if partial and len(data) < 24 and (b"\xff\xd8".startswith(data[:2]) or _PNG_SIGNATURE.startswith(data[:8])):
+        if len(data) < 2 or data[:2] != b"\xff\xd8":  # too short to tell, or a PNG before its IHDR size
+            raise _Truncated
     if data[:2] == b"\xff\xd8":
-        width, height = _jpeg_size(data)
+        width, height = _jpeg_size(data, partial)
         return ImageInfo("jpeg", width, height)
     if data[:8] == _PNG_SIGNATURE:
         if len(data) < 24 or data[12:16] != b"IHDR":
@@ -119,8 +152,31 @@ def reduction_for(info: ImageInfo, target_w: int, target_h: int) -> int:
     return factor
 
 
+def check_image(
+    data: bytes | bytearray | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    max_bytes: int | None = None,
+    expect_wh: tuple[int, int] | None = None,
+    setting: str = "detect.max_pixels",
+) -> ImageInfo:
+    """Every check of `decode_image` that needs only the header: bytes present and within `max_bytes`,
+    a JPEG or PNG of at most `max_pixels`, as large as `expect_wh` when given."""
+    if not data:
+        raise ContractError("image has no bytes")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ContractError(f"image is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
+    info = probe_image(data)
+    check_size(info, max_pixels, setting)
+    if expect_wh is not None and (info.width, info.height) != expect_wh:
+        raise ImageSizeMismatchError(
+            f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
+        )
+    return info
+
+
 def decode_image(
-    data: bytes | None,
+    data: bytes | bytearray | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     max_bytes: int | None = None,
@@ -134,16 +190,8 @@ def decode_image(
     other size is refused, so no stage trusts a header that disagrees with the pixels. `reduce`
     (1, 2, 4, 8) decodes a JPEG at that fraction of its size in the DCT domain, much cheaper than
     decoding in full and resizing."""
-    if not data:
-        raise ContractError("image has no bytes")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise ContractError(f"image is {len(data)} bytes, larger than the limit of {max_bytes} bytes")
-    info = probe_image(data)
-    check_size(info, max_pixels, setting)
-    if expect_wh is not None and (info.width, info.height) != expect_wh:
-        raise ContractError(
-            f"image is {info.width}x{info.height} but its headers declare {expect_wh[0]}x{expect_wh[1]}"
-        )
+    info = check_image(data, max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=setting)
+    assert data is not None  # checked
     flag = _REDUCED.get(reduce if info.format == "jpeg" else 1)
     if flag is None:
         raise ContractError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
@@ -151,6 +199,33 @@ def decode_image(
     if image is None:
         raise ContractError(f"image of {len(data)} bytes ({info.format}, {info.width}x{info.height}) does not decode")
     return np.asarray(image, dtype=np.uint8)
+
+
+class BoundedDecoder:
+    """`decode_image` with at most `concurrency` decoded images alive at once.
+
+        with decoder.decoded(body) as image:   # waits for a slot; the image must not outlive the block
+            detections = detector([image])[0]
+
+    The size is checked against `max_pixels` before waiting, so a bomb is refused at once and never
+    holds a slot; an accepted image holds its slot until the block ends (its caller is done with the
+    pixels), which bounds memory to `concurrency x max_pixels x 3` bytes however many callers wait."""
+
+    def __init__(self, max_pixels: int, concurrency: int, setting: str = "detect.max_pixels") -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.max_pixels = max_pixels
+        self.concurrency = concurrency
+        self.setting = setting
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    @contextmanager
+    def decoded(
+        self, data: bytes | bytearray | None, *, expect_wh: tuple[int, int] | None = None, max_bytes: int | None = None
+    ) -> Iterator[npt.NDArray[np.uint8]]:
+        check_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
+        with self._slots:
+            yield decode_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:

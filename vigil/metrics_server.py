@@ -1,6 +1,8 @@
 """`/metrics`, `/healthz` and `/readyz` of a vigil process, on a small stdlib HTTP server.
 
-- `/metrics`: Prometheus text exposition of the default `prometheus_client` registry.
+- `/metrics`: Prometheus text exposition of the default `prometheus_client` registry, plus the
+  process's readiness as gauges (`vigil_ready`, `vigil_component_ready{component}`), so alerting
+  rules see what `/readyz` says.
 - `/healthz`: 200 `ok` while the process serves at all (liveness: restart only a hung process).
 - `/readyz`: 200 with the JSON `HealthReport` when every part reported ok, else 503 with the same
   JSON naming what is not ready (readiness: keep traffic and dashboards honest while Kafka is away).
@@ -20,13 +22,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from vigil.config import MetricsConfig
 from vigil.errors import ConfigError, ConfigIssue
-from vigil.health import Health
+from vigil.health import Health, HealthReport
 
 log = logging.getLogger(__name__)
+
+
+def readiness_metrics(report: HealthReport) -> bytes:
+    """The readiness of this process in the text exposition format (a registry per scrape: the
+    values come from `Health`, several servers may run in one process, e.g. in tests)."""
+    registry = CollectorRegistry()
+    Gauge("vigil_ready", "1 while /readyz answers 200: every part of the process is ok", registry=registry).set(
+        1.0 if report.ready else 0.0
+    )
+    parts = Gauge(
+        "vigil_component_ready", "1 per part of the process that is ok (kafka, model, camera:ID)", ["component"],
+        registry=registry,
+    )  # fmt: skip
+    for component in report.components:
+        parts.labels(component=component.name).set(1.0 if component.ok else 0.0)
+    return generate_latest(registry)
 
 
 class _Server(ThreadingHTTPServer):
@@ -46,7 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._reply(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+            report = cast(_Server, self.server).health.ready()
+            self._reply(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY) + readiness_metrics(report))
         elif path == "/healthz":
             self._reply(200, "text/plain; charset=utf-8", b"ok\n")
         elif path == "/readyz":

@@ -50,6 +50,11 @@ def redact_url(url: str) -> str:
     return _QUERY_SECRET.sub(r"\1***", url)
 
 
+def query_secrets(url: str) -> list[str]:
+    """The values of a URL's secret query parameters (token=, key=, secret=, sig=, ...)."""
+    return [m.group(0)[len(m.group(1)) :] for m in _QUERY_SECRET.finditer(url)]
+
+
 def redact_endpoint(url: str) -> str:
     """Only scheme://host[:port]: webhook URLs often carry their token in the path (Slack, Teams)."""
     prefix, _, _, rest = split_credentials(url)

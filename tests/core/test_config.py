@@ -31,8 +31,19 @@ def test_example_configs(path: Path) -> None:
         assert isinstance(config, VigilConfig)
 
 
-def test_empty_file_gives_defaults() -> None:
-    config = parse_config("", "empty.yaml", {})
+MINIMAL = "cameras:\n  - {id: a, url: rtsp://h/s}\n"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "{}\n", "---\n"])
+def test_empty_file_is_refused_with_what_a_minimal_one_looks_like(text: str) -> None:
+    messages = errors_of(text)
+    assert len(messages) == 1 and messages[0].startswith("line 1: <root>: the config is empty"), messages
+    assert "cameras:" in messages[0] and "url: rtsp://viewer:${FRONT_DOOR_PASSWORD}@" in messages[0]
+    assert "examples/minimal.yaml" in messages[0]
+
+
+def test_a_minimal_file_gets_the_defaults() -> None:
+    config = parse_config(MINIMAL, "minimal.yaml", {})
     assert config.kafka.uses_embedded_broker
     assert config.kafka.bootstrap() == ["127.0.0.1:9092"]
     assert config.topics.frames.name == "vigil.frames"
@@ -80,7 +91,7 @@ CASES = [
                 units: fraction
                 polygon: [[0, 0], [2, 0], [1, 1]]
         """,
-        "line 6: cameras[0].zones[0]: with units: fraction every vertex must lie in 0..1",
+        "line 8: cameras[0].zones[0].polygon: with units: fraction every vertex must lie in 0..1",
         id="fraction-out-of-range",
     ),
     pytest.param(
@@ -89,7 +100,7 @@ CASES = [
           - id: a
             url: /videos/a.mp4
         """,
-        "cameras[0]: kind: rtsp needs an rtsp:// url; for a file set kind: replay",
+        "line 4: cameras[0].url: kind: rtsp needs an rtsp:// url; for a file set kind: replay",
         id="file-url-needs-replay-kind",
     ),
     pytest.param(
@@ -150,7 +161,7 @@ CASES = [
         kafka:
           security_protocol: SASL_SSL
         """,
-        "kafka: security_protocol SASL_SSL needs sasl_mechanism, sasl_username, sasl_password",
+        "line 2: kafka.sasl_mechanism: security_protocol SASL_SSL needs sasl_mechanism, sasl_username, sasl_password",
         id="sasl-incomplete",
     ),
     pytest.param(
@@ -166,7 +177,7 @@ CASES = [
         detect:
           providers: [auto, cpu]
         """,
-        "detect: providers: use either [auto] or an explicit list",
+        "line 3: detect.providers: use either [auto] or an explicit list",
         id="providers-auto-exclusive",
     ),
     pytest.param(
@@ -184,7 +195,7 @@ CASES = [
           - id: a
             url: "rtsp://admin:pa#ss@cam/s"
         """,
-        "cameras[0]: the password in url contains '#', '/', '?' or '@': percent-encode them",
+        "line 4: cameras[0].url: the password in url contains '#', '/', '?' or '@': percent-encode them",
         id="password-needs-percent-encoding",
     ),
     pytest.param(
@@ -196,8 +207,87 @@ CASES = [
             zones:
               - {name: drive, polygon: [[0, 0], [1900, 0], [1900, 1000]]}
         """,
-        "cameras[0]: zone(s) ['drive'] have vertices right of max_width=1280",
+        "line 7: cameras[0].zones[0].polygon: zone 'drive' has vertices right of max_width=1280",
         id="pixel-zone-beyond-max-width",
+    ),
+    # Every cross-field check is pinned to the field at fault (vigil.config.base.FieldError), with its line.
+    pytest.param(
+        "alerts:\n  tracker:\n    high_threshold: 0.3\n    low_threshold: 0.4\n",
+        "line 4: alerts.tracker.low_threshold: low_threshold must not exceed high_threshold",
+        id="tracker-thresholds",
+    ),
+    pytest.param(
+        f"alerts:\n  webhooks:\n    - name: h\n      url: https://x/h\n      secrets: ['{SECRET}']\n"
+        "      initial_backoff_s: 10\n      max_backoff_s: 5\n",
+        "line 7: alerts.webhooks[0].max_backoff_s: max_backoff_s must be at least initial_backoff_s",
+        id="webhook-backoff",
+    ),
+    pytest.param(
+        "alerts:\n  rules:\n    - name: r\n    - name: s\n    - name: r\n",
+        "line 5: alerts.rules[2].name: rule name 'r' is used twice",
+        id="rule-names-unique",
+    ),
+    pytest.param(
+        f"alerts:\n  webhooks:\n    - {{name: h, url: 'https://x/a', secrets: ['{SECRET}']}}\n"
+        f"    - name: h\n      url: https://x/b\n      secrets: ['{SECRET}']\n",
+        "line 4: alerts.webhooks[1].name: webhook name 'h' is used twice",
+        id="webhook-names-unique",
+    ),
+    pytest.param(
+        "cameras:\n  - id: a\n    url: rtsp://h/s\n    zones:\n      - name: z\n        polygon: [[-1, 0], [5, 0], [5, 5]]\n",
+        "line 6: cameras[0].zones[0].polygon: polygon vertices must not be negative",
+        id="zone-negative",
+    ),
+    pytest.param(
+        "cameras:\n  - id: a\n    url: rtsp://h/s\n    zones:\n      - name: z\n        polygon: [[0, 0], [1, 1], [2, 2]]\n",
+        "line 6: cameras[0].zones[0].polygon: polygon has zero area",
+        id="zone-collinear",
+    ),
+    pytest.param(
+        "cameras:\n  - id: a\n    url: rtsp://h/s\n    zones:\n      - {name: z, polygon: [[0, 0], [5, 0], [5, 5]]}\n"
+        "      - {name: z, polygon: [[0, 0], [6, 0], [6, 6]]}\n",
+        "line 6: cameras[0].zones[1].name: zone name 'z' is used twice on this camera",
+        id="zone-names-unique",
+    ),
+    pytest.param(
+        "cameras:\n  - id: a\n    kind: replay\n    url: a.mp4\n    replay:\n      start_frame: 10\n      end_frame: 5\n",
+        "line 7: cameras[0].replay.end_frame: end_frame must be greater than start_frame",
+        id="replay-range",
+    ),
+    pytest.param(
+        "cameras:\n  - id: a\n    url: rtsp://h/s\n    reconnect_initial_s: 5\n    reconnect_max_s: 1\n",
+        "line 5: cameras[0].reconnect_max_s: reconnect_max_s must be at least reconnect_initial_s",
+        id="reconnect-range",
+    ),
+    pytest.param(
+        "kafka:\n  embedded:\n    port: 9092\n    controller_port: 9092\n",
+        "line 4: kafka.embedded.controller_port: port and controller_port must differ",
+        id="embedded-ports",
+    ),
+    pytest.param(
+        "kafka:\n  consumer:\n    session_timeout_ms: 6000\n    heartbeat_interval_ms: 3000\n",
+        "line 4: kafka.consumer.heartbeat_interval_ms: heartbeat_interval_ms must be at most a third",
+        id="heartbeat-vs-session",
+    ),
+    pytest.param(
+        "kafka:\n  request_timeout_ms: 30000\n  producer:\n    delivery_timeout_ms: 20000\n",
+        "line 4: kafka.producer.delivery_timeout_ms: producer.delivery_timeout_ms (20000) must be greater",
+        id="delivery-vs-request",
+    ),
+    pytest.param(
+        "topics:\n  frames: {name: t, partitions: 1}\n  detections:\n    name: t\n    partitions: 1\n",
+        "line 4: topics.detections.name: topic 't' is already the frames topic",
+        id="topic-names-unique",
+    ),
+    pytest.param(
+        "detect:\n  providers: [cpu, cpu]\n",
+        "line 2: detect.providers: providers must not repeat",
+        id="providers-repeat",
+    ),
+    pytest.param(
+        "detect:\n  http:\n    port: 8600\n    token: ${TOKEN:-short}\n",
+        "line 4: detect.http.token: token must be at least 16 characters",
+        id="short-api-token",
     ),
     pytest.param("cameras: [\n", "<yaml>: not valid YAML", id="yaml-syntax"),
     pytest.param("- a\n- b\n", "line 1: <root>: the config must be a mapping of sections", id="not-a-mapping"),
@@ -266,7 +356,7 @@ def test_secrets_never_echoed_in_errors() -> None:
 
 
 def test_config_is_frozen() -> None:
-    config = parse_config("", "t.yaml", {})
+    config = parse_config(MINIMAL, "t.yaml", {})
     with pytest.raises(ValueError):
         config.detect.batch_size = 3  # type: ignore[misc]
 

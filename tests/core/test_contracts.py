@@ -75,12 +75,37 @@ def test_frame_meta_round_trip_with_optional_fields() -> None:
         (lambda h: [*h, ("motion", b"[1,2]")], "header 'motion' must be"),
         (lambda h: [(k, b"\xff" if k == "camera" else v) for k, v in h], "header 'camera' is not UTF-8"),
         (lambda h: [*h, ("oops",)], "is not a (name, bytes) pair"),
+        # Hostile numbers and sizes: refused before anything is parsed into a huge int or copied out.
+        (lambda h: [(k, b"9" * 400 if k == "seq" else v) for k, v in h], "header 'seq' is 400 bytes, over the limit"),
+        (lambda h: [(k, b"9" * 20 if k == "seq" else v) for k, v in h], "'seq' must be an integer of at most 19"),
+        (lambda h: [(k, b"9" * 19 if k == "capture-ns" else v) for k, v in h], "'capture-ns' must be >= 0 and <= 9"),
+        (lambda h: [(k, b"+5" if k == "seq" else v) for k, v in h], "header 'seq' must be an integer"),
+        (lambda h: [(k, b"1_000" if k == "seq" else v) for k, v in h], "header 'seq' must be an integer"),
+        (lambda h: [(k, "٣".encode() if k == "seq" else v) for k, v in h], "header 'seq' must be an integer"),
+        (lambda h: [(k, b"65536" if k == "width" else v) for k, v in h], "header 'width' must be >= 1 and <= 65535"),
+        (lambda h: [(k, b"70000" if k == "height" else v) for k, v in h], "header 'height' must be >= 1 and <= 65535"),
+        (lambda h: [*h, ("media-ns", b"-5")], "header 'media-ns' must be >= 0"),
+        (lambda h: [*h, ("frame-index", b"1" * 30)], "header 'frame-index' must be an integer of at most 19"),
+        (lambda h: [(k, b"c" * 300 if k == "camera" else v) for k, v in h], "header 'camera' is 300 bytes"),
+        (lambda h: [*h, ("motion", b'{"boxes": [[0, 0, 1e9, 1]]}')], "each box must be 4 integers in 0..65535"),
+        (lambda h: [*h, ("motion", b'{"boxes": [[0, 0, 99999999999999999999999, 1]]}')], "each box must be 4"),
+        (lambda h: [*h, ("motion", b'{"boxes": [[0, 0, 1]]}')], "each box must be 4 integers"),
+        (lambda h: [*h, ("motion", json.dumps({"boxes": [[0, 0, 1, 1]] * 1025}).encode())], "at most 1024 boxes"),
+        (lambda h: [*h, ("motion", b" " * 70_000)], "header 'motion' is 70000 bytes, over the limit of 65536"),
+        (lambda h: [*h, *[(f"x-{i}", b"") for i in range(60)]], "frame has 68 headers, over the limit of 64"),
+        (lambda h: [*h, *[(f"x-{i}", b"z" * 5000) for i in range(30)]], "frame headers total"),
     ],
 )
 def test_frame_meta_rejects_bad_headers(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
     headers = FrameMeta("front", 1, 2, 640, 480, "rtsp").to_headers()
     with pytest.raises(ContractError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         FrameMeta.from_headers(mutate(headers))
+
+
+def test_frame_meta_accepts_the_largest_sane_values() -> None:
+    big = FrameMeta("c" * 64, 2**63 - 1, 2**63 - 1, 65535, 65535, "replay", media_ns=2**63 - 1, frame_index=2**63 - 1,
+                    motion=tuple((0, 0, 65535, 65535) for _ in range(1024)))  # fmt: skip
+    assert FrameMeta.from_headers(big.to_headers()) == big
 
 
 def test_detections_record_round_trip() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import tracemalloc
 
 import cv2
@@ -11,10 +12,13 @@ import pytest
 
 from vigil.errors import ContractError
 from vigil.imaging import (
+    BoundedDecoder,
+    ImageSizeMismatchError,
     OversizedImageError,
     decode_image,
     encode_jpeg,
     probe_image,
+    probe_prefix,
     reduction_for,
 )
 
@@ -104,3 +108,56 @@ def test_encode_round_trip_and_limits() -> None:
         decode_image(data, max_bytes=10)
     with pytest.raises(ContractError, match="no bytes"):
         decode_image(b"")
+
+
+def test_probe_prefix_waits_for_the_header_then_judges() -> None:
+    data = _jpeg(320, 200, progressive=1)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 30_000) + bytes(30_000)  # EXIF pushes the frame header 30 KB in
+    data = data[:2] + app1 + data[2:]
+    sof = data.index(b"\xff\xc2")
+    for cut in (0, 1, 2, 3, 1000, sof, sof + 6):
+        assert probe_prefix(data[:cut]) is None, cut
+    info = probe_prefix(data[: sof + 9])
+    assert info is not None and (info.width, info.height) == (320, 200)
+    ok, png = cv2.imencode(".png", np.zeros((5, 7, 3), np.uint8))
+    assert probe_prefix(png.tobytes()[:20]) is None
+    assert probe_prefix(png.tobytes()[:24]) == probe_image(png.tobytes())
+    with pytest.raises(ContractError, match="neither JPEG nor PNG"):
+        probe_prefix(b"GIF89a")
+    with pytest.raises(ContractError, match="no frame header"):
+        probe_prefix(b"\xff\xd8\xff\xda\x00\x08")
+
+
+def test_bounded_decoder_caps_live_images_and_refuses_bombs_without_a_slot() -> None:
+    decoder = BoundedDecoder(max_pixels=1000 * 1000, concurrency=2)
+    data = _jpeg(64, 48)
+    inside, release = threading.Semaphore(0), threading.Event()
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def hold() -> None:
+        with decoder.decoded(data, expect_wh=(64, 48)) as image:
+            assert image.shape == (48, 64, 3)
+            with lock:
+                live[0] += 1
+                peak[0] = max(peak[0], live[0])
+            inside.release()
+            release.wait(10)
+            with lock:
+                live[0] -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    assert inside.acquire(timeout=10) and inside.acquire(timeout=10)
+    assert not inside.acquire(timeout=0.5), "a third image was decoded while two held their slots"
+    # Every slot is taken, yet a bomb and a frame that disagrees with its headers are refused at once.
+    with pytest.raises(OversizedImageError):
+        with decoder.decoded(_with_declared_size(data, 30000, 30000)):
+            pass
+    with pytest.raises(ImageSizeMismatchError, match="64x48 but its headers declare 640x480"):
+        with decoder.decoded(data, expect_wh=(640, 480)):
+            pass
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert peak[0] == 2 and live[0] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,13 @@ def read_frames(path: Path = FOOTAGE, count: int | None = None, step: int = 1) -
     finally:
         capture.release()
     return frames
+
+
+def bomb_jpeg(width: int, height: int) -> bytes:
+    """A decompression bomb: a 64x64 JPEG (~4 KB) whose frame header (SOF0) declares width x height."""
+    small = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))[1].tobytes()
+    sof = small.index(b"\xff\xc0")
+    return small[: sof + 5] + struct.pack(">HH", height, width) + small[sof + 9 :]
 
 
 def offline_ultralytics() -> None:

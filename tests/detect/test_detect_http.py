@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.detect.helpers import bomb_jpeg
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -33,7 +36,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """URL and pid of a `vigil serve` subprocess."""
     port = free_port()
     config = tmp_path_factory.mktemp("serve") / "vigil.yaml"
     config.write_text(
@@ -56,10 +60,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail(f"vigil serve exited: {process.stderr.read() if process.stderr else ''}")
             time.sleep(0.2)
-    yield url
+    yield url, process.pid
     process.terminate()
     _, stderr = process.communicate(timeout=20)
     assert TOKEN not in stderr
+
+
+@pytest.fixture(scope="module")
+def api(served: tuple[str, int]) -> str:
+    return served[0]
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def post(url: str, body: bytes, token: str | None) -> tuple[int, dict[str, object]]:
@@ -97,7 +111,47 @@ def test_same_boxes_as_vigil_predict(api: str) -> None:
 
 def test_undecodable_image_is_a_400(api: str) -> None:
     status, body = post(api, b"definitely not a jpeg", TOKEN)
-    assert status == 400 and "not a decodable image" in str(body["error"])
+    assert status == 400 and "neither JPEG nor PNG" in str(body["error"])
+    header_only = bus_jpg().read_bytes()[:700]  # the frame header is there, the pixels are not
+    status, body = post(api, header_only + b"\x00" * 64, TOKEN)
+    assert status == 400 and "does not decode" in str(body["error"]), body
+    status, body = post(api, b"", TOKEN)
+    assert status == 400 and "no bytes" in str(body["error"])
+
+
+def test_bombs_are_a_413_naming_the_limit_and_cost_no_memory(served: tuple[str, int]) -> None:
+    url, pid = served
+    assert post(url, bus_jpg().read_bytes(), TOKEN)[0] == 200
+    before = peak_rss_mb(pid)
+    results: list[tuple[int, dict[str, object]]] = []
+    started = time.monotonic()
+    # Six at once: each decoded would be 2.7 GB; refused they cost nothing and need no lock or slot.
+    threads = [threading.Thread(target=lambda: results.append(post(url, bomb_jpeg(30000, 30000), TOKEN)))
+               for _ in range(6)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    assert [status for status, _ in results] == [413] * 6, results
+    error = str(results[0][1]["error"])
+    assert "30000x30000 = 900.0 MP, over detect.max_pixels=33177600 (33.2 MP)" in error, error
+    assert elapsed < 20, f"refusing 6 bombs took {elapsed:.1f} s (decoding one took ~9-55 s before)"
+    assert peak_rss_mb(pid) - before < 200, f"peak RSS grew from {before:.0f} MB to {peak_rss_mb(pid):.0f} MB"
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + (100_000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+    status, body = post(url, png + b"\x00" * 100, TOKEN)
+    assert status == 413 and "100000x100000" in str(body["error"])
+    assert post(url, bus_jpg().read_bytes(), TOKEN)[0] == 200  # and the server carries on
+
+
+def test_bomb_is_refused_from_its_header_before_the_body_arrives(api: str) -> None:
+    bomb = bomb_jpeg(30000, 30000)
+    head = (f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: image/jpeg\r\nContent-Length: {15 * 1024 * 1024}")  # fmt: skip
+    # Only the first KB of a 15 MB body is ever sent: a server reading the body before judging it would
+    # wait for the rest and this would time out.
+    status, body = raw_request(api, head, bomb[:1024])
+    assert status == 413 and "detect.max_pixels" in str(body["error"])
 
 
 def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
@@ -188,10 +242,10 @@ def test_inference_failure_is_a_json_500_and_the_api_keeps_serving(tmp_path: Pat
     from detect.detector import Detector
     from detect.http_api import DetectionApi
     from models import Registry
-    from vigil.config.detect import HttpApiConfig
+    from vigil.config.detect import DetectConfig, HttpApiConfig
 
     detector = Detector.load(Registry(tmp_path).resolve(str(failing_model(tmp_path))))  # the probe passes
-    api = DetectionApi(detector, HttpApiConfig(port=0, token=TOKEN))  # type: ignore[arg-type]
+    api = DetectionApi(detector, DetectConfig(http=HttpApiConfig(port=0, token=TOKEN)))  # type: ignore[arg-type]
     api.start()
     try:
         for _ in range(2):  # the server answers again after a failure
@@ -200,5 +254,31 @@ def test_inference_failure_is_a_json_500_and_the_api_keeps_serving(tmp_path: Pat
             assert "out of" in str(body["error"]) or "Gather" in str(body["error"]), body
         status, body = post(api.url, b"not a jpeg", TOKEN)
         assert status == 400
+    finally:
+        api.stop()
+
+
+def test_bombs_are_judged_before_the_inference_lock_and_the_decode_slots() -> None:
+    """With the one inference lock and every decode slot taken, a bomb is still refused at once, and a
+    legitimate image waits for a slot instead of being decoded beside the others."""
+    from detect.detector import Detector
+    from detect.http_api import DetectionApi
+    from vigil.config.detect import DetectConfig, HttpApiConfig
+
+    config = DetectConfig(http=HttpApiConfig(port=0, token=TOKEN), decode_concurrency=1)  # type: ignore[arg-type]
+    api = DetectionApi(Detector.from_config(config), config)
+    api.start()
+    try:
+        with api._inference, api.decoder._slots:
+            started = time.monotonic()
+            status, body = post(api.url, bomb_jpeg(20000, 20000), TOKEN)
+            assert status == 413 and time.monotonic() - started < 10, body
+            waiting: list[int] = []
+            thread = threading.Thread(target=lambda: waiting.append(post(api.url, bus_jpg().read_bytes(), TOKEN)[0]))
+            thread.start()
+            thread.join(1.5)
+            assert thread.is_alive() and not waiting, "a request was decoded while every decode slot was taken"
+        thread.join(60)
+        assert waiting == [200]
     finally:
         api.stop()

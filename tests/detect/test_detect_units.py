@@ -16,14 +16,14 @@ import pytest
 from detect.decoders import UltralyticsDecoder, YoloxDecoder, identify_family, make_decoder
 from detect.detector import Detector, Thresholds
 from detect.nms import batched_nms, nms
-from detect.preprocess import Letterbox, LetterboxPreprocessor, decode_jpeg
+from detect.preprocess import Letterbox, LetterboxPreprocessor
 from detect.runtime import choose_providers, create_session
 from detect.worker import FrameGate, Rejection
 from models import ModelManifest, Registry
-from tests.detect.helpers import REPO, SHARED, ultralytics_assets
+from tests.detect.helpers import REPO, SHARED, bomb_jpeg, ultralytics_assets
 from vigil.config import VigilConfig
 from vigil.contracts import FrameMeta, StubRecord
-from vigil.errors import ContractError, ModelError
+from vigil.errors import ModelError
 
 # ---------------------------------------------------------------------------------------------- letterbox
 
@@ -64,14 +64,14 @@ def test_preprocessor_layout_colour_and_padding() -> None:
     np.testing.assert_allclose(bgr.tensor[0, :, 60, 10], [114.0] * 3)  # padding below, image at the top
 
 
-def test_decode_jpeg_rejects_garbage_and_oversize() -> None:
-    ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
-    assert ok
-    assert decode_jpeg(data.tobytes()).shape == (48, 64, 3)
-    with pytest.raises(ContractError, match="not a decodable image"):
-        decode_jpeg(b"\xff\xd8garbage" * 10)
-    with pytest.raises(ContractError, match="max_frame_bytes"):
-        decode_jpeg(data.tobytes(), max_bytes=10)
+def test_detect_keeps_no_decoder_of_its_own() -> None:
+    """Every decode of untrusted bytes in detect goes through vigil.imaging (bounded, probed first)."""
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "detect").glob("*.py"))
+        if "imdecode" in path.read_text(encoding="utf-8") or "def decode_jpeg" in path.read_text(encoding="utf-8")
+    ]
+    assert not offenders, offenders
 
 
 # ---------------------------------------------------------------------------------------------- decoders
@@ -288,11 +288,15 @@ def test_frame_gate_reasons() -> None:
         "oversized": gate.check(_record(b"x" * 4096, known)),
         "unknown_camera": gate.check(_record(b"x" * 100, stranger)),
         "empty": gate.check(_record(b"", known)),
+        "oversized_image": gate.check(_record(b"x" * 100, FrameMeta("known", 1, time.time_ns(), 9000, 4000, "replay"))),
     }
     for kind, verdict in verdicts.items():
         assert isinstance(verdict, Rejection) and verdict.kind == kind, (kind, verdict)
     assert "missing header 'vigil-schema'" in verdicts["headers"].reason  # type: ignore[union-attr]
     assert "'cam'" in verdicts["unknown_camera"].reason  # type: ignore[union-attr]
+    assert verdicts["oversized_image"].reason.startswith(  # type: ignore[union-attr]
+        "oversized_image: headers declare 9000x4000 = 36.0 MP, over detect.max_pixels=33177600"
+    )
     assert gate.check(_record(b"x" * 100, known)) == known
     permissive = config.model_copy(update={"detect": config.detect.model_copy(update={"allow_unknown_cameras": True})})
     assert FrameGate(permissive).check(_record(b"x" * 100, stranger)) == stranger
@@ -318,6 +322,22 @@ def test_predict_cli_prints_json_per_image() -> None:
     assert "bus" in bus["class_names"] and bus["class_names"].count("person") >= 3
     assert len(bus["boxes"]) == len(bus["scores"]) == len(bus["class_names"])
     assert lines[1]["class_names"].count("person") >= 2
+
+
+def test_predict_refuses_a_bomb_without_decoding_it(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bomb_jpeg(30000, 30000))
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "vigil", "predict", str(bomb), str(ultralytics_assets() / "bus.jpg"),
+         "--model", "yolox_nano", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"{bomb}: image declares 30000x30000 = 900.0 MP, over detect.max_pixels" in result.stderr
+    assert [Path(json.loads(line)["image"]).name for line in result.stdout.splitlines()] == ["bus.jpg"]
+    # Decoding it took 40 s and 5 GB before; loading the model is all that is left.
+    assert time.monotonic() - started < 60
 
 
 def test_batches_take_partitions_fairly_and_keep_the_rest_in_order() -> None:

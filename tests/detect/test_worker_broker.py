@@ -4,6 +4,7 @@ record per frame out, poison records dead-lettered, and nothing lost when a work
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
+from detect import metrics
 from detect.detector import Detector
 from detect.worker import DetectWorker
-from tests.detect.helpers import FOOTAGE, REPO, read_frames
+from tests.detect.helpers import FOOTAGE, REPO, bomb_jpeg, read_frames
 from vigil.config import VigilConfig
 from vigil.contracts import DeadLetter, DetectionsRecord, FrameMeta
 from vigil.kafka import ensure_topics, make_consumer, make_producer
@@ -78,7 +80,8 @@ def _read_topic(
 
 @pytest.fixture
 def running_worker(vigil_config: VigilConfig) -> Iterator[tuple[VigilConfig, threading.Event, list[DetectWorker]]]:
-    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000)
+    # A backlog on a loaded machine must not age past max_age_s: these tests count every frame.
+    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000, max_age_s=3600)
     ensure_topics(config.kafka, config.topics)
     stop = threading.Event()
     workers: list[DetectWorker] = []
@@ -109,14 +112,28 @@ def test_worker_detects_every_frame_in_order_and_dead_letters_poison(
     stranger = FrameMeta("nobody", 0, time.time_ns(), 640, 480, "replay")
     ok, small = cv2.imencode(".jpg", read_frames(count=1)[0])
     assert ok
+    ok, quarter = cv2.imencode(".jpg", cv2.resize(read_frames(count=1)[0], (320, 240)))
+    assert ok
+    bomb = bomb_jpeg(30000, 30000)
+    declared_bomb = FrameMeta(CAMERA, 0, time.time_ns(), 30000, 30000, "replay")
+    huge_seq = [(k, b"9" * 400 if k == "seq" else v) for k, v in good.to_headers()]
     poison = [
-        (good, b"\xff\xd8\xff\xe0 this is not a jpeg" * 20, "not a decodable image"),
+        (good, b"GIF89a this is not a jpeg" * 20, "neither JPEG nor PNG"),
+        (good, small.tobytes()[:700] + bytes(64), "(jpeg, 640x480) does not decode"),
         (None, small.tobytes(), "missing header"),
         (stranger, small.tobytes(), "camera 'nobody' is not in the config"),
         (good, b"\xff\xd8" + os.urandom(300_000), "over detect.max_frame_bytes"),
+        # Decompression bombs: declared in the headers, or hidden behind honest-looking ones.
+        (declared_bomb, bomb, "oversized_image: headers declare 30000x30000"),
+        (good, bomb, "oversized_image: image declares 30000x30000 = 900.0 MP, over detect.max_pixels"),
+        (good, quarter.tobytes(), "size_mismatch: image is 320x240 but its headers declare 640x480"),
+        (huge_seq, small.tobytes(), "header 'seq' is 400 bytes, over the limit of 256"),
     ]
+    counted = {kind: metrics.DEAD_LETTER.labels(kind)._value.get() for kind in ("oversized_image", "size_mismatch")}
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for meta, value, _reason in poison:  # poison first: the worker must carry on past it
-        producer.send(topic, key=CAMERA.encode(), value=value, headers=meta.to_headers() if meta else [])
+        headers = meta if isinstance(meta, list) else meta.to_headers() if meta else []
+        producer.send(topic, key=CAMERA.encode(), value=value, headers=headers)
     producer.flush()
     producer.close()
     total = _publish_frames(config)
@@ -134,11 +151,42 @@ def test_worker_detects_every_frame_in_order_and_dead_letters_poison(
     assert first.frame.topic == topic and first.model.name == "yolox_nano" and (first.width, first.height) == (640, 480)
     assert first.timings.infer_ms > 0 and first.timings.decode_ms > 0
 
-    letters = [DeadLetter.from_record(r) for r in _read_topic(config, config.topics.dead_letter.name, 4, 60)]  # type: ignore[arg-type]
-    assert len(letters) == 4
+    letters = [DeadLetter.from_record(r) for r in _read_topic(config, config.topics.dead_letter.name, len(poison), 60)]  # type: ignore[arg-type]
+    assert len(letters) == len(poison)
     for letter, (_meta, value, reason) in zip(sorted(letters, key=lambda d: d.offset), poison, strict=True):
         assert reason in letter.reason and letter.stage == "detect" and letter.value == value
-    assert worker.dead_letters.count == 4
+    assert worker.dead_letters.count == len(poison)
+    assert metrics.DEAD_LETTER.labels("oversized_image")._value.get() == counted["oversized_image"] + 2
+    assert metrics.DEAD_LETTER.labels("size_mismatch")._value.get() == counted["size_mismatch"] + 1
+    # Each bomb decoded would have added 2.7 GB to this process's peak (5.3 GB measured before the fix).
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mb < 1000, f"peak RSS grew {grown_mb:.0f} MB while two bombs were triaged"
+
+
+def test_consumer_lag_gauge_follows_the_backlog(
+    running_worker: tuple[VigilConfig, threading.Event, list[DetectWorker]],
+) -> None:
+    config, _stop, _workers = running_worker
+    seen: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.append(metrics.CONSUMER_LAG._value.get())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    total = _publish_frames(config)  # all at once: the worker works through a backlog, 4 frames a batch
+    records = _read_topic(config, config.topics.detections.name, until=total, timeout_s=120)
+    deadline = time.monotonic() + 30
+    while metrics.CONSUMER_LAG._value.get() != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done.set()
+    sampler.join(5)
+    assert len(records) == total
+    assert max(seen) >= 20, f"the lag gauge never showed the backlog of {total} frames (max {max(seen)})"
+    assert metrics.CONSUMER_LAG._value.get() == 0  # caught up
 
 
 def _write_config(config: VigilConfig, path: Path) -> Path:

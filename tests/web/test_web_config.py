@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from tests.web.conftest import MEDIA_KEY
+from vigil.config import VigilConfig
 from vigil.config.loader import parse_config
 from vigil.errors import ConfigError
 from vigil.logs import config_secrets
@@ -22,7 +23,7 @@ def issues(text: str) -> list[str]:
 
 
 def test_defaults_bind_loopback_and_need_no_secret() -> None:
-    web = parse_config("", "t.yaml", {}).web
+    web = VigilConfig().web
     assert (web.enabled, web.host, web.port, web.link_ttl_s) == (True, "127.0.0.1", 8080, 7 * 86_400)
     assert web.store.startswith(".state/") and web.users == [] and web.public_url is None
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from vigil.config.base import NAME_PATTERN, Section
+from vigil.config.base import NAME_PATTERN, FieldError, Section
 
 
 class TrackerConfig(Section):
@@ -23,7 +23,7 @@ class TrackerConfig(Section):
     @model_validator(mode="after")
     def _thresholds(self) -> TrackerConfig:
         if self.low_threshold > self.high_threshold:
-            raise ValueError("low_threshold must not exceed high_threshold")
+            raise FieldError("low_threshold", "low_threshold must not exceed high_threshold")
         return self
 
 
@@ -107,7 +107,7 @@ class WebhookConfig(Section):
     @model_validator(mode="after")
     def _backoff(self) -> WebhookConfig:
         if self.max_backoff_s < self.initial_backoff_s:
-            raise ValueError("max_backoff_s must be at least initial_backoff_s")
+            raise FieldError("max_backoff_s", "max_backoff_s must be at least initial_backoff_s")
         return self
 
 
@@ -132,12 +132,8 @@ class AlertsConfig(Section):
 
     @model_validator(mode="after")
     def _names(self) -> AlertsConfig:
-        rule_names = [r.name for r in self.rules]
-        repeated = sorted({n for n in rule_names if rule_names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"rule names must be unique, repeated: {repeated}")
-        hook_names = [w.name for w in self.webhooks]
-        repeated = sorted({n for n in hook_names if hook_names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"webhook names must be unique, repeated: {repeated}")
+        for section, names in (("rules", [r.name for r in self.rules]), ("webhooks", [w.name for w in self.webhooks])):
+            for index, name in enumerate(names):
+                if names.index(name) != index:  # pinned to the second use of the name
+                    raise FieldError((section, index, "name"), f"{section[:-1]} name {name!r} is used twice")
         return self

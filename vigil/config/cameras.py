@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from vigil.config.base import NAME_PATTERN, Section
+from vigil.config.base import NAME_PATTERN, FieldError, Section
 from vigil.redact import split_credentials
 
 
@@ -26,13 +26,15 @@ class ZoneConfig(Section):
         xs = [p[0] for p in self.polygon]
         ys = [p[1] for p in self.polygon]
         if self.units == "fraction" and not all(0.0 <= v <= 1.0 for v in xs + ys):
-            raise ValueError("with units: fraction every vertex must lie in 0..1; use units: pixels otherwise")
+            raise FieldError(
+                "polygon", "with units: fraction every vertex must lie in 0..1; use units: pixels otherwise"
+            )
         if any(v < 0 for v in xs + ys):
-            raise ValueError("polygon vertices must not be negative")
+            raise FieldError("polygon", "polygon vertices must not be negative")
         # Shoelace area: a degenerate (collinear) polygon can never contain a point.
         area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(self.polygon))))
         if area == 0:
-            raise ValueError("polygon has zero area (are the points collinear?)")
+            raise FieldError("polygon", "polygon has zero area (are the points collinear?)")
         return self
 
 
@@ -66,7 +68,7 @@ class ReplayConfig(Section):
     @model_validator(mode="after")
     def _range(self) -> ReplayConfig:
         if self.end_frame is not None and self.end_frame <= self.start_frame:
-            raise ValueError("end_frame must be greater than start_frame")
+            raise FieldError("end_frame", "end_frame must be greater than start_frame")
         return self
 
 
@@ -93,14 +95,10 @@ class CameraConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _url_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _url_valid(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.strip():
             raise ValueError("url must not be empty")
-        return value
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> CameraConfig:
-        url = self.url.get_secret_value()
         _, _, password, _ = split_credentials(url)
         if password is not None and any(c in password for c in "#/?@"):
             # FFmpeg cuts the URL at these characters; the message never repeats the password.
@@ -108,21 +106,27 @@ class CameraConfig(Section):
                 "the password in url contains '#', '/', '?' or '@': percent-encode them "
                 "(# as %23, / as %2F, ? as %3F, @ as %40)"
             )
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> CameraConfig:
+        url = self.url.get_secret_value()
         if self.max_width is not None:
-            wide = [z.name for z in self.zones if z.units == "pixels" and max(x for x, _ in z.polygon) > self.max_width]
-            if wide:
-                raise ValueError(
-                    f"zone(s) {wide} have vertices right of max_width={self.max_width}: pixel zones are in pixels "
-                    "of the published (resized) frame; scale them, or use units: fraction"
-                )
+            for index, zone in enumerate(self.zones):
+                if zone.units == "pixels" and max(x for x, _ in zone.polygon) > self.max_width:
+                    raise FieldError(
+                        ("zones", index, "polygon"),
+                        f"zone {zone.name!r} has vertices right of max_width={self.max_width}: pixel zones are in "
+                        "pixels of the published (resized) frame; scale them, or use units: fraction",
+                    )
         if self.kind == "rtsp" and not url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
-            raise ValueError("kind: rtsp needs an rtsp:// url; for a file set kind: replay")
+            raise FieldError("url", "kind: rtsp needs an rtsp:// url; for a file set kind: replay")
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+            raise FieldError("reconnect_max_s", "reconnect_max_s must be at least reconnect_initial_s")
         names = [z.name for z in self.zones]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"zone names must be unique per camera, repeated: {duplicates}")
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                raise FieldError(("zones", index, "name"), f"zone name {name!r} is used twice on this camera")
         return self
 
     def zone(self, name: str) -> ZoneConfig | None:

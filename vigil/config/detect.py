@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from vigil.config.base import Section
+from vigil.config.base import FieldError, Section
 
 Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
+# 8K UHD (7680 x 4320 = 33.2 MP): the largest frame a camera sends; the default of detect.max_pixels.
+# Defined here (not in vigil.imaging, which needs OpenCV) so loading a config never imports cv2.
+DEFAULT_MAX_PIXELS = 7680 * 4320
 
 
 class HttpApiConfig(Section):
@@ -23,12 +26,13 @@ class HttpApiConfig(Section):
         20 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, title="Larger request bodies are refused with 413"
     )
 
-    @model_validator(mode="after")
-    def _token_strong_enough(self) -> HttpApiConfig:
+    @field_validator("token")
+    @classmethod
+    def _token_strong_enough(cls, token: SecretStr | None) -> SecretStr | None:
         # Checked on use too (no token: the API refuses to start); here only its strength.
-        if self.token is not None and len(self.token.get_secret_value()) < 16:
+        if token is not None and len(token.get_secret_value()) < 16:
             raise ValueError("token must be at least 16 characters; generate one with `openssl rand -hex 24`")
-        return self
+        return token
 
 
 class DetectConfig(Section):
@@ -54,6 +58,20 @@ class DetectConfig(Section):
         le=256 * 1024 * 1024,
         title="Frames larger than this go to the dead-letter topic",
     )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=64 * 64,
+        le=65535 * 65535,
+        title="Images declaring more pixels (width x height, read from the header before decoding) are refused: "
+        "dead letter `oversized_image` in the worker, 413 in `vigil serve`; default 8K UHD",
+    )
+    decode_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        title="Images decoded at once at most per process (worker decode threads, concurrent `vigil serve` "
+        "requests); peak image memory is at most this x max_pixels x 3 bytes",
+    )
     class_names: list[str] | None = Field(
         None, title="Override of the model's class names (for custom models); default: from the manifest"
     )
@@ -66,7 +84,7 @@ class DetectConfig(Section):
     @model_validator(mode="after")
     def _providers(self) -> DetectConfig:
         if "auto" in self.providers and len(self.providers) > 1:
-            raise ValueError("providers: use either [auto] or an explicit list such as [cuda, cpu]")
+            raise FieldError("providers", "use either [auto] or an explicit list such as [cuda, cpu]")
         if len(set(self.providers)) != len(self.providers):
-            raise ValueError("providers must not repeat")
+            raise FieldError("providers", "providers must not repeat")
         return self

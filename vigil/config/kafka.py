@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from vigil.config.base import Section
+from vigil.config.base import FieldError, Section
 
 
 class EmbeddedBrokerConfig(Section):
@@ -27,15 +27,15 @@ class EmbeddedBrokerConfig(Section):
     @model_validator(mode="after")
     def _ports_differ(self) -> EmbeddedBrokerConfig:
         if self.port == self.controller_port:
-            raise ValueError("port and controller_port must differ")
+            raise FieldError("controller_port", "port and controller_port must differ")
         return self
 
     @field_validator("nodes")
     @classmethod
     def _node_ports_fit(cls, nodes: int, info: ValidationInfo) -> int:
         port, controller = info.data.get("port"), info.data.get("controller_port")
-        if port is None or controller is None:
-            return nodes
+        if port is None or controller is None or port == controller:
+            return nodes  # equal ports: `_ports_differ` names the problem
         clients, controllers = set(range(port, port + 2 * nodes, 2)), set(range(controller, controller + 2 * nodes, 2))
         if clients & controllers:
             raise ValueError(
@@ -86,7 +86,9 @@ class ConsumerConfig(Section):
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerConfig:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
-            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+            raise FieldError(
+                "heartbeat_interval_ms", "heartbeat_interval_ms must be at most a third of session_timeout_ms"
+            )
         return self
 
 
@@ -144,9 +146,10 @@ class KafkaConfig(Section):
                 name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(
+                raise FieldError(
+                    missing[0],
                     f"security_protocol {self.security_protocol} needs {', '.join(missing)} "
-                    "(put the password in an environment variable and write sasl_password: ${KAFKA_PASSWORD})"
+                    "(put the password in an environment variable and write sasl_password: ${KAFKA_PASSWORD})",
                 )
         return self
 
@@ -163,9 +166,10 @@ class KafkaConfig(Section):
     def _delivery_covers_request(self) -> KafkaConfig:
         # The producer refuses to start otherwise (kafka-python and the Java client alike).
         if self.producer.delivery_timeout_ms <= self.producer.linger_ms + self.request_timeout_ms:
-            raise ValueError(
+            raise FieldError(
+                ("producer", "delivery_timeout_ms"),
                 f"producer.delivery_timeout_ms ({self.producer.delivery_timeout_ms}) must be greater than "
-                f"producer.linger_ms + request_timeout_ms ({self.producer.linger_ms + self.request_timeout_ms})"
+                f"producer.linger_ms + request_timeout_ms ({self.producer.linger_ms + self.request_timeout_ms})",
             )
         return self
 
@@ -216,9 +220,12 @@ class TopicsConfig(Section):
 
     @model_validator(mode="after")
     def _names_unique(self) -> TopicsConfig:
-        names = [t.name for t in self.all()]
-        if len(set(names)) != len(names):
-            raise ValueError(f"topic names must be distinct, got {names}")
+        fields = ("frames", "detections", "alerts", "dead_letter", "status")
+        names = [getattr(self, f).name for f in fields]
+        for index, name in enumerate(names):
+            first = names.index(name)
+            if first != index:  # pinned to the second topic of the name
+                raise FieldError((fields[index], "name"), f"topic {name!r} is already the {fields[first]} topic")
         return self
 
     @field_validator("min_insync_replicas")

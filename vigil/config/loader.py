@@ -1,12 +1,21 @@
-"""Load a YAML config into `VigilConfig`, mapping every error to its key path and line."""
+"""Load a YAML config into `VigilConfig`, mapping every error to its key path and line.
+
+`parse_config(text, source, env)` validates text (no file I/O); `check_config(path, env)` reads a file,
+validates it and checks what needs the file system (the model registry), and returns the config with
+its warnings (secrets written inline instead of `${ENV}`); `load_config` does the same and logs the
+warnings. Every command that takes `--config` goes through `load_config`, so a config `vigil config
+validate` refuses is refused at every stage's start too.
+"""
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +23,30 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from vigil.config import VigilConfig, reference_issues
+from vigil.config.base import FieldError
+from vigil.config.registry import model_issues
+from vigil.config.secrets import inline_secrets
 from vigil.errors import ConfigError, ConfigIssue
 
+log = logging.getLogger(__name__)
 Path_ = tuple[str | int, ...]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+EMPTY_CONFIG = (
+    "the config is empty; a minimal one names the cameras, e.g.\n"
+    "      cameras:\n"
+    "        - id: front-door\n"
+    "          url: rtsp://viewer:${FRONT_DOOR_PASSWORD}@192.0.2.10:554/stream1\n"
+    "    (examples/minimal.yaml; examples/full.yaml shows every section)"
+)
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A valid config, the warnings about it (each with its key and line), and the line of every key."""
+
+    config: VigilConfig
+    warnings: list[ConfigIssue]
+    lines: Mapping[Path_, int]
 
 
 def format_key(path: Path_) -> str:
@@ -123,6 +152,9 @@ def _pydantic_issues(error: ValidationError) -> list[tuple[Path_, str]]:
     for item in error.errors(include_input=False, include_url=False):
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         message = item["msg"].removeprefix("Value error, ")
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            loc, message = (*loc, *cause.field), str(cause)
         if item["type"] == "extra_forbidden":
             message = _unknown_key_message(loc)
         elif item["type"] == "missing":
@@ -132,7 +164,12 @@ def _pydantic_issues(error: ValidationError) -> list[tuple[Path_, str]]:
 
 
 def parse_config(text: str, source: str, env: Mapping[str, str]) -> VigilConfig:
-    """Validate config text. Raises `ConfigError` with every problem found."""
+    """Validate config text (no file I/O). Raises `ConfigError` with every problem found."""
+    return check_text(text, source, env).config
+
+
+def check_text(text: str, source: str, env: Mapping[str, str]) -> CheckedConfig:
+    """`parse_config`, keeping the warnings and the key lines."""
     try:
         document = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -141,12 +178,17 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> VigilConfig:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [ConfigIssue("<yaml>", f"not valid YAML: {problem}", line)]) from exc
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        # An empty file used to mean "all defaults": a config that watches no camera is a mistake.
+        raise ConfigError(source, [ConfigIssue("<root>", EMPTY_CONFIG, 1)])
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("<root>", "the config must be a mapping of sections", 1)])
     lines = _line_map(document)
     issues: list[ConfigIssue] = []
+    warnings = [
+        ConfigIssue(format_key(path), _inline_message(path, what), _line_of(lines, path))
+        for path, what in inline_secrets(VigilConfig, data)
+    ]
     data = _substitute(data, env, (), issues)
     try:
         config = VigilConfig.model_validate(data)
@@ -157,7 +199,17 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> VigilConfig:
     issues.extend(reference_issues(config))
     if issues:
         raise ConfigError(source, _with_lines(issues, lines))
-    return config
+    return CheckedConfig(config, warnings, lines)
+
+
+def _inline_message(path: Path_, what: str) -> str:
+    variable = "VIGIL_" + re.sub(r"[^A-Za-z0-9]+", "_", format_key(path)).strip("_").upper()
+    if what == "value":
+        return f"secret written inline; write ${{{variable}}} and export {variable}, so the file holds no secret"
+    return (
+        f"{what} written inline in the URL; write that part as ${{{variable}}} and export it, so the file "
+        "holds no secret"
+    )
 
 
 def _with_lines(issues: list[ConfigIssue], lines: Mapping[Path_, int]) -> list[ConfigIssue]:
@@ -175,11 +227,25 @@ def _with_lines(issues: list[ConfigIssue], lines: Mapping[Path_, int]) -> list[C
     return result
 
 
-def load_config(path: str | Path, env: Mapping[str, str]) -> VigilConfig:
-    """Read and validate a config file. `env` resolves `${VAR}` references (pass `os.environ`)."""
+def check_config(path: str | Path, env: Mapping[str, str]) -> CheckedConfig:
+    """Read and validate a config file, including what needs the file system (the model registry).
+    Raises `ConfigError`; the warnings come back with the config."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(file), [ConfigIssue("<file>", f"cannot read config: {exc.strerror}")]) from exc
-    return parse_config(text, str(file), env)
+    checked = check_text(text, str(file), env)
+    issues = model_issues(checked.config.detect)
+    if issues:
+        raise ConfigError(str(file), _with_lines(issues, checked.lines))
+    return checked
+
+
+def load_config(path: str | Path, env: Mapping[str, str]) -> VigilConfig:
+    """Read and validate a config file (`check_config`), logging its warnings. `env` resolves `${VAR}`
+    references (pass `os.environ`)."""
+    checked = check_config(path, env)
+    for warning in checked.warnings:
+        log.warning("%s: %s", path, warning)
+    return checked.config
