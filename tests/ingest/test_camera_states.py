@@ -61,7 +61,8 @@ def test_counters_say_what_a_camera_is_doing() -> None:
     later = down_at + int((OFFLINE_AFTER_S + 1) * NS)
     offline = counters.camera_state(now_ns=later)
     assert offline.state == "offline" and offline.since_ns == down_at, "offline since it went down"
-    assert camera_words(offline, later).startswith("offline since ") and camera_words(offline, later).endswith(", try 3")
+    words = camera_words(offline, later)
+    assert words.startswith("offline since ") and words.endswith(", try 3")
 
     counters.set_state("finished")
     assert camera_words(counters.camera_state()) == "ended"
@@ -129,7 +130,7 @@ def test_ingest_publishes_camera_states_on_the_status_topic(
     config_file.write_text(yaml.safe_dump(data))
     metrics_port = closed_port()
     env = os.environ | {"DEAD_PASSWORD": "Dead-Pass-31337", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    command = [sys.executable, "-m", "vigil", "--metrics-port", str(metrics_port), "ingest", "--config", str(config_file)]
+    command = [sys.executable, "-m", "vigil", "--metrics-port", str(metrics_port), "ingest", "--config", str(config_file)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         cameras = latest_cameras(vigil_config, 90, {"dead-cam": "reconnecting", "replay-cam": "streaming"})

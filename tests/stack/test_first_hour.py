@@ -55,9 +55,7 @@ def run_up(config: Path, cwd: Path, seconds: float, *flags: str, status_at: floa
     """`vigil [flags] up` for `seconds`, its stderr, and `vigil status`'s output taken at `status_at`."""
     env = os.environ | {"FRONT_DOOR_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "vigil", *flags, "up", "--config", str(config), "--progress-every", "1"]
-    up = subprocess.Popen(
-        [*command, "--duration", str(seconds)], cwd=cwd, env=env, stderr=subprocess.PIPE, text=True
-    )
+    up = subprocess.Popen([*command, "--duration", str(seconds)], cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(up.stderr or []), daemon=True)
     reader.start()
@@ -125,7 +123,9 @@ def test_unreachable_camera_gives_quiet_informative_output(vigil_config: VigilCo
 def test_debug_brings_the_library_lines_back(vigil_config: VigilConfig, tmp_path: Path) -> None:
     config = stack_config(vigil_config, tmp_path)
     output, _ = run_up(config, tmp_path, 12, "--log-level", "DEBUG")
-    assert re.search(r"ingest \| .* DEBUG +native\.ffmpeg: \[tcp @ 0x[0-9a-f]+\] Connection to tcp://127\.0\.0\.1", output)
+    assert re.search(
+        r"ingest \| .* DEBUG +native\.ffmpeg: \[tcp @ 0x[0-9a-f]+\] Connection to tcp://127\.0\.0\.1", output
+    )
     assert re.search(r"ingest \| .* DEBUG +native\.opencv: \[ WARN:.*cap\.cpp", output)
     assert PASSWORD not in output
 
