@@ -175,7 +175,6 @@ class CameraWorker:
     # -- thread ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        REPEATS.forget(self.camera_id, log)  # a new worker starts with a clean log history
         self._thread = threading.Thread(target=self.run, name=f"camera-{self.camera_id}", daemon=True)
         self._thread.start()
 
@@ -194,7 +193,7 @@ class CameraWorker:
     def _went_down(self, exc: SourceError, what: str) -> bool:
         """The one place a camera goes down. A recording fails for good (returns False); a live
         camera is marked reconnecting (returns True) and the caller waits its backoff. The first
-        failure of an outage says what happens next; later ones are folded per kind (`what`)."""
+        failure of an outage says what happens next; later ones are folded into a count a minute."""
         if not self._live:
             self._fail(exc)
             return False
@@ -206,14 +205,14 @@ class CameraWorker:
         if self.counters.state != "reconnecting":
             self.counters.down_since_ns = time.time_ns()
             log_repeated(
-                log, logging.WARNING, what, self.camera_id,
+                log, logging.WARNING, "reconnect", self.camera_id,
                 "camera %s: %s: %s; reconnecting with backoff %.1fs..%.0fs, counting failed tries once a minute "
                 "until it is back", self.camera_id, what, reason, self.backoff.initial_s, self.backoff.max_s,
             )  # fmt: skip
             self._set_state("reconnecting")
         else:
             log_repeated(
-                log, logging.WARNING, what, self.camera_id,
+                log, logging.WARNING, "reconnect", self.camera_id,
                 "camera %s: still down after %d tries: %s: %s", self.camera_id, self._attempts, what, reason,
             )  # fmt: skip
         return True
@@ -234,6 +233,7 @@ class CameraWorker:
         self._set_state("streaming")
 
     def run(self) -> None:
+        REPEATS.forget(self.camera_id, log)  # a new run of the camera starts with a clean log history
         ended = False  # a clean exit; anything else escaping the loop leaves the camera "failed"
         try:
             while not self.stop_event.is_set():

@@ -193,7 +193,12 @@ class RepeatedLog:
         for window, elapsed in due:
             more = "1 more like this" if window.count == 1 else f"{window.count} more like this"
             window.logger.log(
-                window.level, "%s [%s in the last %.0f s]", window.last, more, elapsed, extra={_SUMMARY: True}
+                window.level,
+                "%s [%s in the last %d s]",
+                window.last,
+                more,
+                max(1, round(elapsed)),
+                extra={_SUMMARY: True},
             )
 
     def _start_ticker(self) -> None:

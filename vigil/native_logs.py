@@ -78,12 +78,16 @@ class NativeLogCapture:
         return self._saved is not None
 
     def start(self) -> NativeLogCapture:
+        """Start capturing, unless Python's stderr is not descriptor 2 already (a test harness
+        captured it; swapping it would hide that harness's output): then nothing changes."""
         if self.active:
             return self
         try:
+            if sys.stderr.fileno() != self.fd:
+                return self
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            return self
         saved = os.dup(self.fd)
         read, write = os.pipe()
         os.dup2(write, self.fd)

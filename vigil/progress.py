@@ -202,7 +202,7 @@ class Progress:
         parts.append("lag " + ", ".join(f"{k} {'-' if v is None else v}" for k, v in lags.items()))
         if down:
             parts.append(f"restarting: {', '.join(down)}")
-        why = self.why_idle(cameras, ingest is not None, ingest_finished, fps, fired, lags, samples)
+        why = self.why_idle(cameras, ingest is not None or ingest_finished, ingest_finished, fps, fired, lags, samples)
         if why:
             parts.append(why)
         self.last, self.last_t = dict(samples), now

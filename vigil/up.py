@@ -28,7 +28,7 @@ from vigil.errors import VigilError
 from vigil.kafka import LagProbe, ensure_topics
 from vigil.processes import free_port, port_free, signal_group
 from vigil.progress import Progress, startup_block, status_report
-from vigil.scrape import scrape
+from vigil.scrape import Sample, scrape
 from vigil.settings import resolve_config
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,17 @@ class Stack:
         STATE_FILE.unlink(missing_ok=True)
 
 
+def print_progress(
+    progress: Progress, services: list[Service], samples: dict[str, Sample], lags: dict[str, int | None], t: float
+) -> None:
+    """Readiness changes (a line each), then the progress line (see vigil.progress)."""
+    down = [s.name for s in services if not s.finished and (s.process is None or s.process.poll() is not None)]
+    ended = any(s.name == "ingest" for s in services) and all(s.finished for s in services if s.name == "ingest")
+    for change in progress.changes(samples):
+        print(f"[{t:6.1f}s] {change}", file=sys.stderr)
+    print(f"[{t:6.1f}s] {progress.line(samples, lags, down, ingest_finished=ended)}", file=sys.stderr)
+
+
 def up_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     # `vigil --log-level DEBUG up` debugs the children too (FFmpeg's and OpenCV's lines included).
@@ -210,17 +221,8 @@ def up_main(args: argparse.Namespace) -> int:
             next_report += args.progress_every
             samples = {s.name: scrape(s.url) for s in stack.services if not s.finished}
             lags = stack_lags(config, probe)
+            print_progress(progress, stack.services, samples, lags, time.monotonic() - started)
             ingest_done = all(s.finished for s in stack.services if s.name == "ingest")
-            down = [
-                s.name for s in stack.services if not s.finished and (s.process is None or s.process.poll() is not None)
-            ]
-            stamp = f"[{time.monotonic() - started:6.1f}s]"
-            for change in progress.changes(samples):
-                print(f"{stamp} {change}", file=sys.stderr)
-            text = progress.line(
-                samples, lags, down, ingest_finished=ingest_done and any(s.name == "ingest" for s in stack.services)
-            )
-            print(f"{stamp} {text}", file=sys.stderr)
             drained = all(v == 0 for v in lags.values())
             idle_checks = idle_checks + 1 if (ingest_done and drained) else 0
             if args.exit_when_done and idle_checks >= 2:
