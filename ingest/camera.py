@@ -105,8 +105,8 @@ class CameraWorker:
 
     States: starting -> streaming <-> reconnecting (live) ; finished (a recording ended) ;
     failed (a recording cannot be read: not retried) ; stopped. Each transition is logged once;
-    failed retries while a camera stays down are logged once per kind of failure and then as a
-    count per minute (`vigil.logs.log_repeated`).
+    failed retries while a camera stays down are counted and logged as one line a minute
+    (`vigil.logs.log_repeated`).
     """
 
     def __init__(
