@@ -234,7 +234,7 @@ class Aggregator:
         except ContractError as exc:
             metrics.RECORDS.labels("malformed").inc()
             assert self._dead is not None
-            self._pending.append(self._dead.publish(record, f"malformed detections record: {exc}"))
+            self._pending.append(self._dead.publish(record, f"malformed detections record: {exc}", kind="malformed"))
             return
         before = self.engine.counters.duplicates
         limited = sum(p.rules.counters.rate_limited for p in self.engine.pipelines.values())

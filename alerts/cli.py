@@ -13,7 +13,8 @@ from alerts.aggregator import Aggregator
 from alerts.webhooks import EndpointDeliverer
 from vigil.errors import VigilError
 from vigil.health import Health
-from vigil.kafka import ensure_topics
+from vigil.heartbeat import Heartbeat
+from vigil.kafka import ensure_topics, make_producer
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
@@ -62,10 +63,12 @@ def alerts_main(args: argparse.Namespace) -> int:
 
     failures: list[str] = []
     threads = []
+    deliverers: list[EndpointDeliverer] = []
     for hook in config.alerts.webhooks:
         # Not ready until the deliverer's consumer is up; a deliverer that exits marks itself not ready.
         deliverer = EndpointDeliverer(config, hook, stop, health=health)
         health.set(deliverer.health_name, False, "starting")
+        deliverers.append(deliverer)
         threads.append(
             threading.Thread(
                 target=_guard(f"webhook {hook.name}", deliverer.run, stop, failures),
@@ -77,11 +80,22 @@ def alerts_main(args: argparse.Namespace) -> int:
         thread.start()
     log.info("alerts: %d rule(s), %d webhook endpoint(s)", len(config.alerts.rules), len(threads))
     aggregator = Aggregator(config, stop)
+
+    def totals() -> dict[str, float]:
+        figures = {"alerts_fired": float(aggregator.published)}
+        figures.update({f"delivered.{d.name}": float(d.delivered) for d in deliverers})
+        figures["delivered"] = float(sum(d.delivered for d in deliverers))
+        return figures
+
+    status_producer = make_producer(config.kafka, "alerts-status")
+    heartbeat = Heartbeat(status_producer, config.topics.status.name, "alerts", health, totals=totals).start()
     with stop_on_signals(stop, "publishing and committing the current batch"):
         _guard("aggregator", aggregator.run, stop, failures)()
     stop.set()
     for thread in threads:
         thread.join(timeout=15)
+    heartbeat.stop()
+    status_producer.close(timeout=5)
     log.info("alerts: stopped (%d alert events published)", aggregator.published)
     server.stop()
     return 1 if failures else 0

@@ -38,6 +38,7 @@ from vigil.contracts import AlertRecord, KafkaRecord
 from vigil.errors import ContractError
 from vigil.health import Health
 from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, transient
+from vigil.logs import log_repeated
 from vigil.redact import redact_endpoint
 from vigil.signing import with_media_links
 
@@ -284,7 +285,7 @@ class EndpointDeliverer:
         try:
             alert = AlertRecord.from_bytes(record.value)
         except ContractError as exc:
-            return self._dead_letter(record, dead, f"malformed alert record: {exc}")
+            return self._dead_letter(record, dead, f"malformed alert record: {exc}", "malformed")
         if not self.wants(alert):
             return True
         if alert.webhook_id in self._delivered:
@@ -301,7 +302,7 @@ class EndpointDeliverer:
             return True
         verb = "could not deliver" if outcome.redirected else "refused"
         reason = f"endpoint {self.name} ({self.endpoint}) {verb} {alert.webhook_id}: {outcome.describe()}"
-        return self._dead_letter(record, dead, reason)
+        return self._dead_letter(record, dead, reason, "refused")
 
     def deliver(self, alert: AlertRecord, body: bytes) -> Attempt | None:
         """POST until 2xx, a permanent refusal, give_up_after_s, or stop (None)."""
@@ -332,7 +333,8 @@ class EndpointDeliverer:
                 return Attempt(
                     attempt.status, attempt.body_head, f"gave up after {failures} attempts: {attempt.describe()}"
                 )
-            log.warning(
+            log_repeated(
+                log, logging.WARNING, f"webhook_retry:{self.name}", alert.camera_id,
                 "webhook %s: %s attempt %d failed (%s); retrying in %.2fs",
                 self.name, alert.webhook_id, failures, attempt.describe(), wait,
             )  # fmt: skip
@@ -368,9 +370,9 @@ class EndpointDeliverer:
         if len(self._delivered) > SEEN_IDS:
             self._delivered.popitem(last=False)
 
-    def _dead_letter(self, record: KafkaRecord, dead: DeadLetterPublisher, reason: str) -> bool:
+    def _dead_letter(self, record: KafkaRecord, dead: DeadLetterPublisher, reason: str, kind: str) -> bool:
         try:
-            dead.publish(record, reason).get(timeout=30)
+            dead.publish(record, reason, kind=f"webhook_{kind}").get(timeout=30)
         except KafkaError as exc:
             log.error("webhook %s: dead-letter failed (%s); will retry the record", self.name, exc)
             self.stop.wait(1.0)

@@ -7,12 +7,18 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from detect.detector import Detector
 from detect.results import detections_json
-from vigil.errors import ContractError
-from vigil.imaging import decode_image
+from vigil.detections import Detections
+from vigil.draw import detection_labels, draw_boxes
+from vigil.errors import ContractError, VigilError
+from vigil.imaging import decode_image, encode_jpeg
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
 
@@ -22,6 +28,7 @@ log = logging.getLogger(__name__)
 def detect_main(args: argparse.Namespace) -> int:
     from detect.worker import DetectWorker
     from vigil.health import Health
+    from vigil.heartbeat import Heartbeat
     from vigil.kafka import ensure_topics, make_consumer, make_producer
     from vigil.metrics_server import serve_process_metrics
 
@@ -37,19 +44,22 @@ def detect_main(args: argparse.Namespace) -> int:
         detector.manifest.name, detector.manifest.family, detector.manifest.version,
         detector.fixed_batch or "dynamic", detector.provider,
     )  # fmt: skip
-    ensure_topics(
-        config.kafka, [config.topics.frames, config.topics.detections, config.topics.dead_letter], config.topics
-    )
+    topics = config.topics
+    ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
     stop = threading.Event()
     consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
     producer = make_producer(config.kafka, "detect")
     health.set("kafka", True, "consumer and producer connected")
+    heartbeat: Heartbeat | None = None
     try:
         worker = DetectWorker(config, detector, consumer, producer)
+        heartbeat = Heartbeat(producer, topics.status.name, "detect", health, totals=worker.totals).start()
         worker.subscribe()
         with stop_on_signals(stop, "finishing the current batch and committing"):
             worker.run(stop)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         consumer.close(autocommit=False)
         producer.close()
         server.stop()
@@ -59,6 +69,7 @@ def detect_main(args: argparse.Namespace) -> int:
 def predict_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     detector = Detector.from_config(config.detect, args.model, args.conf, args.iou)
+    save = Annotated(Path(args.save)) if getattr(args, "save", None) else None
     failed = 0
     batch_size = config.detect.batch_size
     paths = [Path(p) for p in args.images]
@@ -73,6 +84,8 @@ def predict_main(args: argparse.Namespace) -> int:
                 failed += 1
         for path, image, detections in zip(chunk, images, detector(images), strict=True):
             names = detector.names_of(detections)
+            if save is not None:
+                save.write(path, image, detections, names)
             if args.json:
                 print(json.dumps(detections_json(detector, image, detections, str(path))))
             else:
@@ -80,7 +93,34 @@ def predict_main(args: argparse.Namespace) -> int:
                 for box, name, score in zip(detections.xyxy, names, detections.confidence, strict=True):
                     x1, y1, x2, y2 = (round(float(v), 1) for v in box)
                     print(f"  {name:<14} {float(score):.2f}  [{x1}, {y1}, {x2}, {y2}]")
+    if save is not None:
+        print(f"vigil predict: {len(save.written)} annotated image(s) in {save.folder}", file=sys.stderr)
     return 1 if failed else 0
+
+
+class Annotated:
+    """`vigil predict --save DIR`: each image with its boxes, labels and scores drawn (as
+    ultralytics' `save=True` does), as DIR/<name>.jpg; names that repeat get -2, -3, ..."""
+
+    def __init__(self, folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise VigilError(f"--save {folder}: exists and is not a folder; give a folder to write images into")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.written: list[Path] = []
+
+    def write(self, source: Path, image: npt.NDArray[np.uint8], detections: Detections, names: Sequence[str]) -> Path:
+        canvas = image.copy()
+        labels = detection_labels(names, detections.confidence)
+        draw_boxes(canvas, detections.xyxy, labels, detections.class_id)
+        target = self.folder / f"{source.stem}.jpg"
+        n = 1
+        while target in self.written:
+            n += 1
+            target = self.folder / f"{source.stem}-{n}.jpg"
+        target.write_bytes(encode_jpeg(canvas, 95))
+        self.written.append(target)
+        return target
 
 
 def serve_main(args: argparse.Namespace) -> int:

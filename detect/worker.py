@@ -44,6 +44,7 @@ from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, 
 from vigil.errors import ContractError, KafkaUnavailableError
 from vigil.imaging import BoundedDecoder, ImageSizeMismatchError, OversizedImageError
 from vigil.kafka import DeadLetterPublisher, subscribe
+from vigil.logs import log_repeated
 
 log = logging.getLogger(__name__)
 STAGE = "detect"
@@ -189,6 +190,8 @@ class DetectWorker:
         self.published = 0
         self.batches = 0
         self.refetched = 0  # partitions sought back to records dropped at a rebalance
+        self.inference_ms = 0.0  # wall time of every inference so far
+        self.stale = 0
 
     # -- rebalance bookkeeping (called on the IO thread) --------------------------------------------
 
@@ -206,6 +209,16 @@ class DetectWorker:
             self._assigned |= set(partitions)
             self._awaiting_assignment = False
         log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))
+
+    def totals(self) -> dict[str, float]:
+        """Running totals for the heartbeat (which adds the per-second rates)."""
+        return {
+            "frames_detected": float(self.published),
+            "batches": float(self.batches),
+            "inference_ms": self.inference_ms,
+            "dead_letters": float(self.dead_letters.count),
+            "stale_dropped": float(self.stale),
+        }
 
     def _current(self, tp: TopicPartition, epoch: int) -> bool:
         with self._lock:
@@ -317,18 +330,25 @@ class DetectWorker:
         now = self.clock_ns()
         metrics.FRAMES.inc(len(batch.records))
         accepted: list[tuple[KafkaRecord, FrameMeta]] = []
+        stale: dict[str, int] = {}
         for record in batch.records:
             verdict = self.gate.check(record)
             if isinstance(verdict, Rejection):
                 batch.rejected.append((record, verdict))
             elif self.gate.is_stale(verdict, now):
                 batch.stale += 1
+                stale[verdict.camera_id] = stale.get(verdict.camera_id, 0) + 1
             else:
                 accepted.append((record, verdict))
                 metrics.QUEUE_AGE_SECONDS.observe(max(now - verdict.capture_ns, 0) / 1e9)
         if batch.stale:
             metrics.DROPPED_STALE.inc(batch.stale)
-            log.info("skipped %d frame(s) older than detect.max_age_s=%s", batch.stale, self.cfg.max_age_s)
+            self.stale += batch.stale
+            for camera, count in stale.items():
+                log_repeated(
+                    log, logging.INFO, "stale", camera, "camera %s: skipped %d frame(s) older than detect.max_age_s=%s",
+                    camera, count, self.cfg.max_age_s,
+                )  # fmt: skip
         pre = self.detector.preprocessor
         canvas = pre.canvas(len(accepted))
 
@@ -363,6 +383,7 @@ class DetectWorker:
         started = time.perf_counter()
         output = self.detector.infer(batch.tensor)
         seconds = time.perf_counter() - started
+        self.inference_ms += seconds * 1000
         metrics.INFERENCE_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(len(batch.frames))
         return output, seconds
@@ -374,7 +395,7 @@ class DetectWorker:
         futures: list[Any] = []
         for record, rejection in batch.rejected:
             metrics.DEAD_LETTER.labels(rejection.kind).inc()
-            futures.append(self.dead_letters.publish(record, rejection.reason))
+            futures.append(self.dead_letters.publish(record, rejection.reason, kind=rejection.kind))
         if batch.frames:
             started = time.perf_counter()
             prepared = PreparedBatch(output, tuple(f.box for f in batch.frames))  # tensor not needed any more

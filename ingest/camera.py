@@ -25,6 +25,7 @@ from ingest.sources import CapturedFrame, FrameSource, ReplaySource, RtspSource
 from vigil.config import CameraConfig
 from vigil.contracts import FrameMeta
 from vigil.errors import SourceError
+from vigil.logs import REPEATS, log_repeated
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class CameraWorker:
 
     States: starting -> streaming <-> reconnecting (live) ; finished (a recording ended) ;
     failed (a recording cannot be read: not retried) ; stopped. Each transition is logged once;
-    retries while a camera stays down are logged at DEBUG only.
+    failed retries while a camera stays down are counted and logged as one line a minute
+    (`vigil.logs.log_repeated`).
     """
 
     def __init__(
@@ -190,8 +192,8 @@ class CameraWorker:
 
     def _went_down(self, exc: SourceError, what: str) -> bool:
         """The one place a camera goes down. A recording fails for good (returns False); a live
-        camera is marked reconnecting (returns True) and the caller waits its backoff. Logged
-        once per outage; further failures while it stays down are at DEBUG."""
+        camera is marked reconnecting (returns True) and the caller waits its backoff. The first
+        failure of an outage says what happens next; later ones are folded into a count a minute."""
         if not self._live:
             self._fail(exc)
             return False
@@ -199,19 +201,26 @@ class CameraWorker:
         self._attempts += 1
         reason = str(exc)
         self.counters.last_error = reason
+        self.counters.attempt = self._attempts
         if self.counters.state != "reconnecting":
-            log.warning(
-                "camera %s: %s: %s; reconnecting with backoff %.1fs..%.0fs, logging again when it is back",
-                self.camera_id, what, reason, self.backoff.initial_s, self.backoff.max_s,
+            self.counters.down_since_ns = time.time_ns()
+            log_repeated(
+                log, logging.WARNING, "reconnect", self.camera_id,
+                "camera %s: %s: %s; reconnecting with backoff %.1fs..%.0fs, counting failed tries once a minute "
+                "until it is back", self.camera_id, what, reason, self.backoff.initial_s, self.backoff.max_s,
             )  # fmt: skip
             self._set_state("reconnecting")
         else:
-            log.debug("camera %s: still down: %s", self.camera_id, reason)
+            log_repeated(
+                log, logging.WARNING, "reconnect", self.camera_id,
+                "camera %s: still down after %d tries: %s: %s", self.camera_id, self._attempts, what, reason,
+            )  # fmt: skip
         return True
 
     def _came_up(self) -> None:
         self.backoff.reset()
         if self._down_since is not None:
+            REPEATS.forget(self.camera_id, log)  # the line below says how many tries it took
             log.info(
                 "camera %s: streaming again after %.1fs down, %d reconnect attempts",
                 self.camera_id, time.monotonic() - self._down_since, self._attempts,
@@ -220,9 +229,11 @@ class CameraWorker:
             log.info("camera %s: streaming from %s", self.camera_id, self.source.name)
         self._down_since, self._attempts = None, 0
         self.counters.last_error = None
+        self.counters.down_since_ns, self.counters.attempt = None, 0
         self._set_state("streaming")
 
     def run(self) -> None:
+        REPEATS.forget(self.camera_id, log)  # a new run of the camera starts with a clean log history
         ended = False  # a clean exit; anything else escaping the loop leaves the camera "failed"
         try:
             while not self.stop_event.is_set():

@@ -18,7 +18,8 @@ from ingest.publisher import freshness_budget_s, live_producer_options
 from ingest.runner import IngestRunner
 from vigil.config import CameraConfig, VigilConfig
 from vigil.errors import ConfigError, ConfigIssue
-from vigil.health import Health
+from vigil.health import Health, camera_detail
+from vigil.heartbeat import Heartbeat
 from vigil.kafka import ensure_topics, make_producer
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
@@ -57,21 +58,28 @@ def ingest_main(args: argparse.Namespace) -> int:
     runner = IngestRunner(
         cameras, producer, config.topics.frames.name, default_metrics(), freshness_s=freshness_budget_s(config)
     )
+    heartbeat = Heartbeat(
+        producer, config.topics.status.name, "ingest", health, totals=runner.totals, cameras=runner.camera_states
+    )
     log.info("ingesting %d camera(s) to %s: %s", len(cameras), config.topics.frames.name, [c.id for c in cameras])
     try:
         with stop_on_signals(runner.stop_event, "flushing queued frames"):
             runner.start()
+            heartbeat.start()
             next_stats = time.monotonic() + STATS_EVERY_S
+            seen: list[tuple[str, str, int]] = []
             # Live cameras run until a signal; when every camera is a recording that has ended,
             # ingest is done and exits by itself.
             while not runner.stop_event.wait(1.0) and runner.running():
+                seen = _report_cameras(runner, health, heartbeat, seen)
                 for stats in runner.stats():  # refreshes the last-frame-age gauges every second
-                    health.set(f"camera:{stats.camera_id}", stats.state in ("streaming", "finished"), stats.state)
                     if time.monotonic() >= next_stats:
                         log.info("%s", stats.line())
                 if time.monotonic() >= next_stats:
                     next_stats += STATS_EVERY_S
         final = runner.stop()
+        _report_cameras(runner, health, heartbeat, seen)
+        heartbeat.stop()
         producer.close(timeout=10)
         for stats in final:
             log.info("final: %s", stats.line())
@@ -83,6 +91,20 @@ def ingest_main(args: argparse.Namespace) -> int:
         log.error("%d of %d camera(s) ended failed: %s (see their last error above)", len(failed), len(final), failed)
         return 1
     return 0
+
+
+def _report_cameras(
+    runner: IngestRunner, health: Health, heartbeat: Heartbeat, seen: list[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """Each camera's words on /readyz, and a heartbeat at once when a camera's state or try changed
+    (so "reconnecting" reaches the status topic within a second, not at the next beat)."""
+    states = runner.camera_states()
+    for state in states:
+        health.set(f"camera:{state.camera_id}", state.state in ("streaming", "ended"), camera_detail(state))
+    now: list[tuple[str, str, int]] = [(s.camera_id, s.state, s.attempt) for s in states]
+    if now != seen:
+        heartbeat.beat()
+    return now
 
 
 def replay_camera(config: VigilConfig, args: argparse.Namespace) -> CameraConfig:

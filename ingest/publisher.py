@@ -26,6 +26,7 @@ from ingest.metrics import CameraCounters
 from vigil.config import VigilConfig
 from vigil.contracts import FrameMeta
 from vigil.kafka import KafkaError
+from vigil.logs import REPEATS, log_repeated
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -200,7 +201,7 @@ class FramePublisher:
         except KafkaError as exc:  # buffer full past max_block_ms, producer closed: a failed delivery, not fatal
             self._on_error(exc)
             return
-        future.add_callback(self._on_ok)
+        future.add_callback(self._on_ok, item.meta.capture_ns)
         future.add_errback(self._on_error)
 
     def _done(self) -> None:
@@ -208,20 +209,21 @@ class FramePublisher:
             self.pending -= 1
             self._pending_cond.notify_all()
 
-    def _on_ok(self, _metadata: Any) -> None:
+    def _on_ok(self, capture_ns: int, _metadata: Any) -> None:
         self._done()
-        self._counters.inc("published")
+        self._counters.published(capture_ns)
         if self._failure_logged:
             self._failure_logged = False
+            REPEATS.forget(self._counters.camera_id, log)
             log.info("camera %s: Kafka accepts frames again", self._counters.camera_id)
 
     def _on_error(self, exc: BaseException) -> None:
         self._done()
         self._counters.inc("delivery_failures")
-        # Once per outage, not once per frame: a broker outage would otherwise flood the log.
-        if not self._failure_logged:
-            self._failure_logged = True
-            log.warning(
-                "camera %s: frame not delivered to %s after retries (%s: %s); counting further failures",
-                self._counters.camera_id, self._topic, type(exc).__name__, exc,
-            )  # fmt: skip
+        # Once per outage and then a count per minute: a broker outage must not flood the log.
+        self._failure_logged = True
+        log_repeated(
+            log, logging.WARNING, "delivery_failed", self._counters.camera_id,
+            "camera %s: frame not delivered to %s after retries (%s: %s); counting further failures",
+            self._counters.camera_id, self._topic, type(exc).__name__, exc,
+        )  # fmt: skip

@@ -16,6 +16,7 @@ from ingest.publisher import DropOldestQueue, FramePublisher, OutgoingFrame
 from ingest.sources import FrameSource
 from vigil.config import CameraConfig
 from vigil.kafka import KafkaError
+from vigil.status import CameraState
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +108,12 @@ class IngestRunner:
 
     def stats(self) -> list[CameraStats]:
         return [c.counters.snapshot() for c in self._cameras]
+
+    def camera_states(self) -> list[CameraState]:
+        """Each camera's state for the status topic (see `CameraCounters.camera_state`)."""
+        return [c.counters.camera_state() for c in self._cameras]
+
+    def totals(self) -> dict[str, float]:
+        """Running totals over every camera, for the heartbeat (which adds the rates)."""
+        names = ("read", "published", "dropped", "reconnects", "delivery_failures")
+        return {name: float(sum(c.counters.get(name) for c in self._cameras)) for name in names}

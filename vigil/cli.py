@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON lines, one per image")
     predict.add_argument("--conf", type=float, help="confidence threshold override")
     predict.add_argument("--iou", type=float, help="NMS IoU threshold override")
+    predict.add_argument("--save", metavar="DIR", help="also write each image with its boxes drawn to DIR/<name>.jpg")
     predict.set_defaults(handler=_lazy("detect.cli:predict_main"))
 
     serve = sub.add_parser("serve", help="on-demand detection over HTTP (bearer token from detect.http.token)")
@@ -202,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--exit-when-done", action="store_true", help="stop once recordings ended and all is drained")
     up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     up.add_argument("--progress-every", type=float, default=2.0, metavar="S", help="status line interval")
-    up.add_argument("--child-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    up.add_argument(
+        "--child-log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the stages (default WARNING; DEBUG with `vigil --log-level DEBUG up`)",
+    )  # fmt: skip
     up.set_defaults(handler=_lazy("vigil.up:up_main"))
 
     # -- eval ----------------------------------------------------------------------------------------
@@ -251,8 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vigil.logs import setup_logging
 
         setup_logging(args.log_level)
+    from vigil.native_logs import NativeLogCapture
+
     try:
-        code: int = args.handler(args)
+        # FFmpeg's and OpenCV's own lines (written to descriptor 2 by C code) go through logging.
+        with NativeLogCapture():
+            code: int = args.handler(args)
     except VigilError as exc:
         print(f"vigil {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from kafka.structs import TopicPartition
 from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
 from vigil.contracts import DeadLetter, KafkaRecord
 from vigil.errors import KafkaSecurityError, KafkaUnavailableError, VigilError
+from vigil.logs import log_repeated
 
 log = logging.getLogger(__name__)
 
@@ -343,18 +344,17 @@ class DeadLetterPublisher:
         self._stage = stage
         self.count = 0
 
-    def publish(self, record: KafkaRecord, reason: str) -> Any:
-        """Send `record` with `reason`; returns the send future so callers can wait before committing."""
+    def publish(self, record: KafkaRecord, reason: str, kind: str = "dead_letter") -> Any:
+        """Send `record` with `reason`; returns the send future so callers can wait before committing.
+        Logged once per (kind, camera) and then as a count per minute (`vigil.logs.log_repeated`);
+        the camera is the record's key, which every vigil topic keys by camera."""
         letter = DeadLetter.of(record, stage=self._stage, reason=reason, time_ns=time.time_ns())
         self.count += 1
-        log.warning(
-            "dead-lettered %s/%d/%d (%s): %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            self._stage,
-            reason,
-        )
+        camera = (record.key or b"")[:64].decode("utf-8", "replace") or None
+        log_repeated(
+            log, logging.WARNING, f"dead_letter:{kind}", camera, "dead-lettered %s/%d/%d (%s): %s",
+            record.topic, record.partition, record.offset, self._stage, reason,
+        )  # fmt: skip
         return self._producer.send(self._topic, key=letter.key, value=letter.value, headers=letter.to_headers())
 
 

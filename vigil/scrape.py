@@ -11,16 +11,20 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from vigil.health import ComponentStatus
+
 
 @dataclass
 class Sample:
-    """One scrape of one process: metric totals, totals by camera, and readiness."""
+    """One scrape of one process: metric totals, totals by camera, and readiness (every part's
+    status with its words, as /readyz reports them)."""
 
     ok: bool
     totals: dict[str, float] = field(default_factory=dict)
     by_camera: dict[str, dict[str, float]] = field(default_factory=dict)
     ready: bool = False
     not_ready: list[str] = field(default_factory=list)
+    components: list[ComponentStatus] = field(default_factory=list)
     error: str = ""
 
     def get(self, name: str) -> float:
@@ -55,4 +59,9 @@ def scrape(base_url: str, timeout_s: float = 2.0) -> Sample:
     sample.ready = bool(report.get("ready"))
     components: dict[str, dict[str, Any]] = report.get("components", {})
     sample.not_ready = [f"{name}: {c.get('detail', '')}" for name, c in sorted(components.items()) if not c.get("ok")]
+    sample.components = [
+        ComponentStatus(str(name), bool(c.get("ok")), str(c.get("detail", "")), float(c.get("since") or 0.0))
+        for name, c in sorted(components.items())
+        if isinstance(c, dict)
+    ]
     return sample

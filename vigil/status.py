@@ -80,9 +80,10 @@ class StatusRecord:
     """A process's heartbeat on the status topic, sent every `interval_s` and on every camera state
     change. Readers take a process as gone when no heartbeat came for 3 x `interval_s`.
 
-    `stats` carries a stage's headline figures as numbers (detect: `fps`, `infer_ms`; ingest:
-    `published_fps`; alerts: `alerts_fired`), `components` its readiness parts, `cameras` (ingest
-    only) the state of each camera."""
+    `stats` carries a stage's headline figures as running totals, each with its `<name>_per_s`
+    rate (ingest: `published`; detect: `frames_detected`, `inference_ms`, `batches`; alerts:
+    `alerts_fired`, `delivered`; docs/messages.md lists them all), `components` its readiness
+    parts, `cameras` (ingest only) the state of each camera."""
 
     process: str
     stage: Stage

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -29,6 +29,7 @@ from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.kafka import LagProbe, ensure_topics
 from vigil.processes import free_port, port_free, signal_group
+from vigil.progress import Progress, startup_block, status_report
 from vigil.scrape import Sample, scrape
 from vigil.settings import resolve_config
 
@@ -111,58 +112,6 @@ def all_done(services: list[Service], samples: dict[str, Sample], lags: dict[str
     alerts = samples.get("alerts")
     settled = alerts is not None and alerts.ok and alerts.get("vigil_alerts_cameras_with_open_alerts") == 0
     return ingest_done and drained and settled
-
-
-@dataclass
-class Progress:
-    """Rates between two scrapes, rendered as one status line."""
-
-    last: dict[str, Sample] = field(default_factory=dict)
-    last_t: float = 0.0
-
-    def line(self, services: list[Service], samples: dict[str, Sample], lags: dict[str, int | None]) -> str:
-        now = time.monotonic()
-        dt = max(1e-3, now - self.last_t) if self.last_t else 0.0
-
-        def rate(name: str, metric: str, camera: str | None = None) -> float:
-            if not dt or name not in self.last:
-                return 0.0
-            new, old = samples[name], self.last[name]
-            if camera is not None:
-                return (
-                    new.by_camera.get(camera, {}).get(metric, 0) - old.by_camera.get(camera, {}).get(metric, 0)
-                ) / dt
-            return (new.get(metric) - old.get(metric)) / dt
-
-        parts = []
-        ingest = samples.get("ingest")
-        if ingest is not None and ingest.ok:
-            cams = ", ".join(
-                f"{cam} {rate('ingest', 'vigil_ingest_frames_published_total', cam):.1f}/s"
-                for cam in sorted(ingest.by_camera)
-            )
-            parts.append(f"cameras: {cams or '-'}")
-        detect = [n for n in samples if n.startswith("detect-") and samples[n].ok]
-        if detect:
-            fps = sum(rate(n, "vigil_detect_detected_frames_total") for n in detect)
-            frames = sum(samples[n].get("vigil_detect_detected_frames_total") for n in detect)
-            count = sum(samples[n].get("vigil_detect_inference_seconds_count") for n in detect)
-            total = sum(samples[n].get("vigil_detect_inference_seconds_sum") for n in detect)
-            infer = f", infer {1000 * total / count:.0f} ms/batch" if count else ""
-            parts.append(f"detect: {frames:.0f} frames, {fps:.1f}/s{infer}")
-        alerts = samples.get("alerts")
-        if alerts is not None and alerts.ok:
-            fired = alerts.get("vigil_alerts_fired_total") or alerts.get("vigil_alerts_fired")
-            delivered = alerts.get("vigil_alerts_webhook_delivered_total") or alerts.get(
-                "vigil_alerts_webhook_delivered"
-            )
-            parts.append(f"alerts: {fired:.0f} events, {delivered:.0f} delivered")
-        parts.append("lag " + ", ".join(f"{k} {'-' if v is None else v}" for k, v in lags.items()))
-        down = [s.name for s in services if not s.finished and (s.process is None or s.process.poll() is not None)]
-        if down:
-            parts.append(f"restarting: {', '.join(down)}")
-        self.last, self.last_t = dict(samples), now
-        return " | ".join(parts)
 
 
 class Stack:
@@ -258,9 +207,24 @@ class Stack:
         STATE_FILE.unlink(missing_ok=True)
 
 
+def print_progress(
+    progress: Progress, services: list[Service], samples: dict[str, Sample], lags: dict[str, int | None], t: float
+) -> None:
+    """Readiness changes (a line each), then the progress line (see vigil.progress)."""
+    down = [s.name for s in services if not s.finished and (s.process is None or s.process.poll() is not None)]
+    ended = any(s.name == "ingest" for s in services) and all(s.finished for s in services if s.name == "ingest")
+    for change in progress.changes(samples):
+        print(f"[{t:6.1f}s] {change}", file=sys.stderr)
+    print(f"[{t:6.1f}s] {progress.line(samples, lags, down, ingest_finished=ended)}", file=sys.stderr)
+
+
 def up_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
-    stack = Stack(config, args.config, args.workers, args.child_log_level)
+    # `vigil --log-level DEBUG up` debugs the children too (FFmpeg's and OpenCV's lines included).
+    child_level = args.child_log_level or ("DEBUG" if args.log_level == "DEBUG" else "WARNING")
+    stack = Stack(config, args.config, args.workers, child_level)
+    print("vigil up: where things go", file=sys.stderr)
+    print(startup_block(config, {s.name: s.port for s in stack.services}), file=sys.stderr, flush=True)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         print(f"\nsignal {signum}: stopping the stack", file=sys.stderr)
@@ -271,7 +235,7 @@ def up_main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     error: str | None = None
     probe = LagProbe(config.kafka)
-    progress = Progress()
+    progress = Progress(has_rules=bool(config.alerts.rules))
     idle_checks = 0
     try:
         stack.start()
@@ -285,9 +249,7 @@ def up_main(args: argparse.Namespace) -> int:
             next_report += args.progress_every
             samples = {s.name: scrape(s.url) for s in stack.services if not s.finished}
             lags = stack_lags(config, probe)
-            print(
-                f"[{time.monotonic() - started:6.1f}s] {progress.line(stack.services, samples, lags)}", file=sys.stderr
-            )
+            print_progress(progress, stack.services, samples, lags, time.monotonic() - started)
             idle_checks = idle_checks + 1 if all_done(stack.services, samples, lags) else 0
             if args.exit_when_done and idle_checks >= 2:
                 print("every frame processed, every alert ended and delivered: stopping", file=sys.stderr)
@@ -317,15 +279,7 @@ def status_main(args: argparse.Namespace) -> int:
     for service in state["services"]:
         sample = scrape(service["url"])
         all_ready &= sample.ready
-        state_text = (
-            "ready"
-            if sample.ready
-            else ("not ready: " + "; ".join(sample.not_ready) if sample.ok else f"down ({sample.error})")
-        )
-        print(f"{service['name']:>10}  pid {service['pid']}  {service['url']}  {state_text}")
-        for name, value in sorted(sample.totals.items()):
-            if name.endswith("_total") and value:
-                print(f"{'':>12}{name} {value:.0f}")
+        print("\n".join(status_report(service["name"], service["pid"], service["url"], sample)))
     probe = LagProbe(config.kafka)
     try:
         for topic, lag in stack_lags(config, probe).items():
