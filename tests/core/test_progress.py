@@ -41,7 +41,10 @@ def test_start_block_names_where_things_go_without_secrets() -> None:
     assert "rules     at-door (person, door)" in block
     assert "webhooks  slack -> https://hooks.example.com" in block
     assert "metrics   ingest :9400, detect-1 :9401" in block
-    assert "hunter2" not in block and "SeCrEtToKeN" not in block and "console" not in block
+    assert "console   http://127.0.0.1:8080" in block  # web is on by default
+    assert "hunter2" not in block and "SeCrEtToKeN" not in block
+    headless = VigilConfig.model_validate({"web": {"enabled": False}})
+    assert "console" not in startup_block(headless, {})
 
     bare = startup_block(VigilConfig(), {})
     assert "webhooks  none: alerts only go to the alerts topic vigil.alerts" in bare
@@ -55,7 +58,7 @@ def test_console_url_when_a_web_section_is_enabled() -> None:
     assert _console_url(cast(VigilConfig, SimpleNamespace(web=web))) == "https://vigil.example.com"
     web.enabled = False
     assert _console_url(cast(VigilConfig, SimpleNamespace(web=web))) is None
-    assert _console_url(VigilConfig()) is None  # before the web section exists
+    assert _console_url(VigilConfig()) == "http://127.0.0.1:8080"  # the default web section
 
 
 def test_progress_line_uses_the_readyz_words_and_says_why_idle() -> None:
