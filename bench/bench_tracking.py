@@ -1,6 +1,6 @@
 """Tracking benchmark: vigil's tracker against the trackers people already use, on identical detections.
 
-    .venv/bin/python bench/bench_tracking.py [--model yolox_nano] [--conf 0.1] [--no-cache]
+    .venv/bin/python bench/bench_tracking.py [--model yolox_nano] [--conf 0.1] [--no-cache] [--candidates]
 
 One model's person detections (YOLOX-Nano at conf 0.1 by default) are computed once per clip and cached
 under .cache/tracking/ (keyed by the model's sha256, the clip and the thresholds). The same detections
@@ -11,6 +11,10 @@ apart). Tracks are scored with `vigil.eval.tracking` (checked against motmetrics
 tests/eval/test_tracking.py). Every tracker is scored on the boxes it outputs for the frame: vigil's
 confirmed rows, ByteTrackTracker's rows with a tracker id, norfair's initialised objects matched to a
 detection in that frame (at their detection's box).
+
+`--candidates` adds the other trackers of the same maintained library (`trackers`' OC-SORT, BoT-SORT
+without appearance or camera-motion compensation, C-BIoU, McByte, SORT, all defaults): rows printed
+for the decision whether to adopt one instead, not part of the ratio.
 
 Figures are printed as ratios against the best peer of each setting; ms/frame is the tracker's own
 update time on the clip, and on 20 synthetic walkers (the issue's <= 1 ms/frame budget), each frame
@@ -98,18 +102,24 @@ def vigil_tracker() -> Tracker:
     return tracker.update
 
 
-def bytetrack_tracker() -> Tracker:
-    import supervision as sv
-    from trackers import ByteTrackTracker
+def roboflow_tracker(name: str) -> Callable[[], Tracker]:
+    """A tracker class of Roboflow's `trackers` (defaults, one call per frame), as vigil's interface:
+    only rows with a tracker id."""
 
-    tracker = ByteTrackTracker()
+    def make() -> Tracker:
+        import supervision as sv
+        import trackers
 
-    def update(dets: Detections, t_ns: int) -> Detections:
-        out = tracker.update(sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id))
-        keep = out.tracker_id >= 0
-        return Detections(out.xyxy[keep], out.confidence[keep], out.class_id[keep], out.tracker_id[keep])
+        tracker = getattr(trackers, name)()
 
-    return update
+        def update(dets: Detections, t_ns: int) -> Detections:
+            out = tracker.update(sv.Detections(xyxy=dets.xyxy, confidence=dets.confidence, class_id=dets.class_id))
+            keep = out.tracker_id >= 0
+            return Detections(out.xyxy[keep], out.confidence[keep], out.class_id[keep], out.tracker_id[keep])
+
+        return update
+
+    return make
 
 
 def norfair_tracker() -> Tracker:
@@ -136,9 +146,16 @@ def norfair_tracker() -> Tracker:
 
 TRACKERS: dict[str, Callable[[], Tracker]] = {
     "vigil": vigil_tracker,
-    "trackers.ByteTrack": bytetrack_tracker,
+    "trackers.ByteTrack": roboflow_tracker("ByteTrackTracker"),
     "norfair": norfair_tracker,
 }
+# --candidates: the other trackers of the same maintained library, to decide whether adopting one would
+# beat vigil's own (motion only: no appearance model, no frames for camera-motion compensation).
+CANDIDATES: dict[str, Callable[[], Tracker]] = {
+    f"trackers.{name.removesuffix('Tracker')}": roboflow_tracker(name)
+    for name in ("OCSORTTracker", "BoTSORTTracker", "CBIoUTracker", "McByteTracker", "SORTTracker")
+}
+PEERS = ("trackers.ByteTrack", "norfair")
 
 
 def run(
@@ -183,9 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="yolox_nano")
     parser.add_argument("--conf", type=float, default=0.1)
     parser.add_argument("--no-cache", action="store_true", help="recompute the detections")
-    parser.add_argument("--trackers", nargs="+", default=list(TRACKERS), choices=list(TRACKERS))
+    parser.add_argument("--trackers", nargs="+", default=list(TRACKERS), choices=[*TRACKERS, *CANDIDATES])
+    parser.add_argument("--candidates", action="store_true", help="also the other trackers of `trackers`")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    makers = {**TRACKERS, **CANDIDATES}
+    names = [*args.trackers, *(CANDIDATES if args.candidates else ())]
 
     results: dict[str, Any] = {"model": args.model, "conf": args.conf, "settings": {}}
     for clip in CLIPS:
@@ -195,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             numbers = gt.frame_numbers[::step]
             setting = f"{clip}@{fps / step:g}"
             scores: dict[str, tuple[TrackingScores, float]] = {}
-            for name in args.trackers:
-                tracked, ms = run(TRACKERS[name], frames, numbers, fps)
+            for name in names:
+                tracked, ms = run(makers[name], frames, numbers, fps)
                 scores[name] = (score_tracking(gt.frames, tracked, numbers), ms)
             results["settings"][setting] = {
                 name: {
@@ -210,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     synthetic, numbers, fps = walkers()
     results["ms_per_frame_20_boxes"] = {
-        name: run(TRACKERS[name], synthetic, numbers, fps, repeats=5)[1] for name in args.trackers
+        name: run(makers[name], synthetic, numbers, fps, repeats=5)[1] for name in names
     }
     print_table(results)
     print(json.dumps(results))
@@ -218,10 +239,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"{results['model']} persons at conf {results['conf']}; vigil's ratio is against the best peer")
+    print(
+        f"{results['model']} persons at conf {results['conf']}; vigil's ratio is against the best of "
+        f"{', '.join(PEERS)} (other rows: --candidates, not in the ratio)"
+    )
     print(f"{'setting':22} {'tracker':20} {'MOTA':>7} {'IDF1':>7} {'HOTA':>7} {'IDsw':>5} {'ms/frame':>9}")
     for setting, rows in results["settings"].items():
-        peers = {k: v for k, v in rows.items() if k != "vigil"}
+        peers = {k: v for k, v in rows.items() if k in PEERS}
         for name, r in rows.items():
             print(
                 f"{setting:22} {name:20} {r['mota']:7.3f} {r['idf1']:7.3f} {r['hota']:7.3f} "
