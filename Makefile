@@ -10,7 +10,7 @@ export YOLO_OFFLINE := 1
 # Ultralytics writes settings under the home directory unless told otherwise.
 export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
 
-.PHONY: help system-deps install install-test lint test demo demo-live broker-start broker-stop bench clean
+.PHONY: help system-deps install install-test install-bench lint test demo demo-live broker-start broker-stop bench clean
 
 help:
 	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
@@ -30,18 +30,32 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,eval,web]"
 	@touch $@
 
+# ultralytics, trackers and trackeval depend on the GUI opencv-python; both wheels ship cv2/, so the headless
+# one is laid back on top after installing any of them.
+HEADLESS_CV2 = $(BIN)/pip install -q --force-reinstall --no-deps \
+	"opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+
 # The export extra brings ultralytics and the multi-GB torch; only tests and `vigil models export` need it.
-# ultralytics depends on the GUI opencv-python; both wheels ship cv2/, so the headless one is laid back on top.
+# The scorers extra: the reference tracking scorers the tests check vigil's against.
 $(VENV)/.installed-test: $(VENV)/.installed-base
-	$(BIN)/pip install -q -e ".[dev,eval,web,export]"
-	$(BIN)/pip install -q --force-reinstall --no-deps \
-		"opencv-python-headless==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
+	$(BIN)/pip install -q -e ".[dev,eval,web,export,scorers]"
+	$(HEADLESS_CV2)
+	@touch $@
+
+# The tracking benchmark's peers. norfair 2.3.0 pins numpy<2 yet runs on numpy 2: installed without its pins.
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install -q -e ".[dev,eval,web,export,bench]"
+	$(BIN)/pip install -q --no-deps "norfair==2.3.0"
+	$(HEADLESS_CV2)
 	@touch $@
 
 install: system-deps $(VENV)/.installed-base
 	$(BIN)/vigil broker fetch
 
 install-test: system-deps $(VENV)/.installed-test
+	$(BIN)/vigil broker fetch
+
+install-bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/vigil broker fetch
 
 lint: $(VENV)/.installed-base
@@ -64,12 +78,13 @@ broker-start: install
 broker-stop:
 	$(BIN)/vigil broker stop
 
-bench: install-test
+bench: install-bench
 	$(BIN)/python bench/bench_kafka.py
 	$(BIN)/python bench/bench_detect.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
 	$(BIN)/python bench/bench_web.py
+	$(BIN)/python bench/bench_tracking.py
 
 clean:
 	-$(BIN)/vigil broker stop

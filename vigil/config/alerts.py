@@ -12,19 +12,37 @@ from vigil.config.base import NAME_PATTERN, FieldError, Section
 
 
 class TrackerConfig(Section):
-    high_threshold: float = Field(0.5, ge=0.0, le=1.0, title="Detections above this start and extend tracks")
+    high_threshold: float = Field(0.6, ge=0.0, le=1.0, title="Detections above this extend any track (first stage)")
     low_threshold: float = Field(
-        0.1, ge=0.0, le=1.0, title="Detections between low and high only extend existing tracks (ByteTrack)"
+        0.3, ge=0.0, le=1.0, title="Detections between low and high only extend confirmed tracks (ByteTrack)"
     )
-    match_iou: float = Field(0.3, gt=0.0, le=1.0, title="Minimum IoU to match a detection to a track")
-    min_hits: int = Field(3, ge=1, le=100, title="Consecutive matches before a track is confirmed")
-    lost_after_s: float = Field(2.0, gt=0, le=600, title="A track unmatched this long is removed, seconds")
+    new_track_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        title="A detection matched to no track starts one when at least this confident; none: high_threshold",
+    )
+    match_iou: float = Field(0.3, gt=0.0, le=1.0, title="Minimum IoU to match a detection to a track's box")
+    min_hits: int = Field(2, ge=1, le=100, title="Consecutive matches before a track is confirmed")
+    lost_after_s: float = Field(
+        1.0, gt=0, le=600, title="A confirmed track unmatched this long (capture time) is removed, seconds"
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> TrackerConfig:
         if self.low_threshold > self.high_threshold:
             raise FieldError("low_threshold", "low_threshold must not exceed high_threshold")
+        if self.new_track_threshold is not None and self.new_track_threshold < self.high_threshold:
+            raise FieldError(
+                "new_track_threshold",
+                "new_track_threshold must be at least high_threshold (only confident boxes start tracks)",
+            )
         return self
+
+    @property
+    def start_threshold(self) -> float:
+        """The confidence a detection needs to start a track."""
+        return self.high_threshold if self.new_track_threshold is None else self.new_track_threshold
 
 
 class RuleConfig(Section):

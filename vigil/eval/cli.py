@@ -66,7 +66,18 @@ def eval_main(args: argparse.Namespace) -> int:
         predictions = bare if bare is not None else pipeline_predictions(result, gt)
         notes = check_alignment(gt, predictions, configs.stages.class_names(), what)
     print("\n".join(f"labels: {n}" for n in notes), file=sys.stderr)
-    report = build_report(video, args.gt, gt, fps, model_name, target, result, bare, configs.stages.class_names())
+    report = build_report(
+        video,
+        args.gt,
+        gt,
+        fps,
+        model_name,
+        target,
+        result,
+        bare,
+        configs.stages.class_names(),
+        tracker=configs.alerts.alerts.tracker,
+    )
     written = report.write(out)
     p = report.pipeline.overall
     print(
@@ -77,6 +88,8 @@ def eval_main(args: argparse.Namespace) -> int:
     if report.events is not None:
         e = report.events
         print(f"alerts: event recall {e.event_recall:.3f}, {e.false_alerts_per_hour:.1f} false alerts/hour")
+    if (t := report.tracking) is not None:
+        print(f"tracking: MOTA {t.mota:.3f}, IDF1 {t.idf1:.3f}, HOTA {t.hota:.3f}, {t.id_switches} ID switches")
     print(f"wrote {', '.join(str(p) for p in written)} in {time.monotonic() - started:.1f}s")
     return 0
 

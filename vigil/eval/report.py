@@ -11,6 +11,7 @@ import numpy as np
 
 from vigil.eval.events import EventScores
 from vigil.eval.scoring import ClassScores, DetectionScores
+from vigil.eval.tracking import TrackingScores
 
 
 @dataclass
@@ -48,6 +49,7 @@ class EvalReport:
     wall_s: float
     notes: list[str] = field(default_factory=list)
     ground_truth_matching: dict[str, Any] | None = None  # vigil.eval.labels_match.Matching.to_json()
+    tracking: TrackingScores | None = None
 
     def to_json(self) -> dict[str, Any]:
         def scores(s: DetectionScores | None) -> dict[str, Any] | None:
@@ -92,6 +94,7 @@ class EvalReport:
             "bare_model": scores(self.bare),
             "ap50_lost_by_pipeline": (self.bare.overall.ap50 - self.pipeline.overall.ap50) if self.bare else None,
             "events": events,
+            "tracking": self.tracking.to_json() if self.tracking is not None else None,
             "latency_ms": latency,
             "throughput": {"pipeline_fps": self.pipeline_fps, "wall_s": self.wall_s},
             "notes": self.notes,
@@ -125,6 +128,7 @@ class EvalReport:
                 f"event recall {e.event_recall:.3f}, {e.false_alerts} false alerts "
                 f"({e.false_alerts_per_hour:.1f} per hour of footage).",
             ]
+        lines += _tracking_lines(self.tracking)
         lines += [
             "",
             "## Latency and throughput",
@@ -189,6 +193,24 @@ class EvalReport:
         ax.set(xlabel="frame", title="Ground-truth events (bars) and alerts (blue: matched, red: false)")
         written.append(_save(fig, out_dir / "timeline.png"))
         return written
+
+
+def _tracking_lines(t: TrackingScores | None) -> list[str]:
+    if t is None:
+        return []
+    return [
+        "",
+        "## Tracking",
+        "",
+        f"The aggregator's tracker on the pipeline's detections, against the ground-truth identities "
+        f"({t.gt_ids} objects, {t.gt_boxes} boxes in {t.frames} frames; IoU {t.iou} for a hit).",
+        "",
+        "| MOTA | MOTP | IDF1 | IDP | IDR | HOTA | DetA | AssA | LocA | ID switches | fragmentations | MT / PT / ML |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {t.mota:.3f} | {t.motp:.3f} | {t.idf1:.3f} | {t.idp:.3f} | {t.idr:.3f} | {t.hota:.3f} | {t.deta:.3f} "
+        f"| {t.assa:.3f} | {t.loca:.3f} | {t.id_switches} | {t.fragmentations} "
+        f"| {t.mostly_tracked} / {t.partially_tracked} / {t.mostly_lost} |",
+    ]
 
 
 def _class_json(c: ClassScores) -> dict[str, Any]:

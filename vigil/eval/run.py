@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from vigil.config import VigilConfig
+from vigil.config import TrackerConfig, VigilConfig
 from vigil.detections import Detections
 from vigil.eval.events import FiredAlert, ground_truth_events, match_events
 from vigil.eval.groundtruth import GroundTruth, load_coco, load_mot, map_classes
@@ -24,6 +24,7 @@ from vigil.eval.labels_yolo import load_yolo
 from vigil.eval.pipeline import EvalError, EvalTarget, PipelineResult
 from vigil.eval.report import EvalReport, LatencyStats
 from vigil.eval.scoring import DetectionScores, score_detections
+from vigil.eval.tracking import TrackingScores, score_tracking
 from vigil.imagefolder import list_images
 
 
@@ -103,7 +104,7 @@ def to_gt_pixels(dets: Detections, width: int, height: int, gt: GroundTruth) -> 
     if gt.width is None or gt.height is None or (gt.width, gt.height) == (width, height):
         return dets
     scale = np.array([gt.width / width, gt.height / height] * 2, np.float32)
-    return Detections(dets.xyxy * scale, dets.confidence, dets.class_id)
+    return Detections(dets.xyxy * scale, dets.confidence, dets.class_id, dets.tracker_id)
 
 
 def pipeline_predictions(result: PipelineResult, gt: GroundTruth) -> dict[int, Detections]:
@@ -111,6 +112,36 @@ def pipeline_predictions(result: PipelineResult, gt: GroundTruth) -> dict[int, D
     return {
         index + 1: to_gt_pixels(r.detections, r.width, r.height, gt) for index, r in result.by_frame_index().items()
     }
+
+
+def pipeline_tracking(
+    result: PipelineResult, tracker: TrackerConfig, gt: GroundTruth, class_names: tuple[str, ...]
+) -> TrackingScores | None:
+    """MOTA, IDF1, HOTA... of the pipeline's tracks against the ground-truth identities (None when the
+    labels have none). The tracks are the aggregator's tracker (same code, same config) re-run here on
+    exactly what the aggregator was relayed: each frame's detections cut at the threshold, at the
+    capture time it saw, in frame order; deterministic, so the figures do not depend on the run's timing."""
+    from alerts.tracker import ByteTracker
+
+    if not any(b.tracker_id is not None and (b.tracker_id >= 0).any() for b in gt.frames.values()):
+        return None
+    classes = {gt_index: class_names.index(name) for gt_index, name in enumerate(gt.class_names)}
+    wanted = np.array(sorted(classes.values()), np.int32)
+    run = ByteTracker(tracker)
+    tracks: dict[int, Detections] = {}
+    for key, record in sorted(result.records.items(), key=lambda kv: (kv[1].frame_index or 0, kv[0])):
+        if record.frame_index is None:
+            continue
+        d = record.detections
+        tracked = run.update(d[d.confidence >= result.threshold], result.relayed_capture_ns.get(key, record.capture_ns))
+        tracked = tracked[np.isin(tracked.class_id, wanted)]
+        tracks[record.frame_index + 1] = to_gt_pixels(tracked, record.width, record.height, gt)
+    truth = {}
+    for number, boxes in gt.frames.items():
+        mapped = np.array([classes[int(c)] for c in boxes.class_id], np.int32)
+        truth[number] = Detections(boxes.xyxy, boxes.confidence, mapped, boxes.tracker_id, boxes.data)
+    labelled = set(gt.frame_numbers)
+    return score_tracking(truth, tracks, [n for n in sorted(tracks) if n in labelled])
 
 
 def fired_alerts(result: PipelineResult, target: EvalTarget, gt: GroundTruth) -> list[FiredAlert]:
@@ -227,6 +258,7 @@ def build_report(
     result: PipelineResult,
     bare: dict[int, Detections] | None,
     class_names: tuple[str, ...],
+    tracker: TrackerConfig | None = None,
 ) -> EvalReport:
     numbers = sorted(index + 1 for index in result.by_frame_index())
     scored_gt = subset(gt, numbers)
@@ -271,6 +303,7 @@ def build_report(
         wall_s=result.wall_s,
         notes=notes,
         ground_truth_matching=gt.matching.to_json() if gt.matching is not None else None,
+        tracking=pipeline_tracking(result, tracker or TrackerConfig(), gt, class_names),
     )
 
 
