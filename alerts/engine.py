@@ -43,7 +43,7 @@ class EngineCounters:
 @dataclass(frozen=True)
 class FrameTrace:
     """One processed record: its detections, the confirmed tracked rows, each rule's outcome per
-    tracked row (`alerts.rules.Outcome`), and the alert events it caused."""
+    tracked row (`alerts.rules.Outcome`) and alert id per row, and the alert events it caused."""
 
     camera_id: str
     capture_ns: int
@@ -51,6 +51,7 @@ class FrameTrace:
     detections: Detections
     tracked: Detections
     outcomes: dict[str, list[Outcome]]
+    alert_ids: dict[str, list[str]]
     alerts: list[AlertRecord] = field(default_factory=list)
 
 
@@ -96,7 +97,14 @@ class CameraPipeline:
         if self.trace is not None:
             self.trace.append(
                 FrameTrace(
-                    record.camera_id, record.capture_ns, record.frame_index, dets, tracked, self.rules.outcomes, alerts
+                    record.camera_id,
+                    record.capture_ns,
+                    record.frame_index,
+                    dets,
+                    tracked,
+                    self.rules.outcomes,
+                    self.rules.alert_ids,
+                    alerts,
                 )
             )
         return alerts

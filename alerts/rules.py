@@ -190,7 +190,8 @@ class CameraRules:
     """Every rule of one camera. `process(tracked, frame, now_ns) -> [AlertRecord]`.
 
     With `trace=True`, `outcomes` holds, after each `process`, one `Outcome` per tracked row per
-    rule name (what `vigil eval` explains missed events with)."""
+    rule name, and `alert_ids` the id of the alert each row carries ("" if none): what `vigil
+    eval` explains missed events with."""
 
     def __init__(
         self,
@@ -209,6 +210,7 @@ class CameraRules:
         self.counters = RuleCounters()
         self.trace = trace
         self.outcomes: dict[str, list[Outcome]] = {}
+        self.alert_ids: dict[str, list[str]] = {}
         self._started: deque[int] = deque()
         # track id -> (first, last) capture time it was in the tracker's output: a new track can
         # only continue an alert whose track was last seen before it first appeared.
@@ -319,7 +321,7 @@ class CameraRules:
         ids = tracked.tracker_id if tracked.tracker_id is not None else np.full(len(tracked), -1, np.int64)
         present = {int(i) for i in ids}
         self._note_seen(tracked, ids, t)
-        self.outcomes = {}
+        self.outcomes, self.alert_ids = {}, {}
         for rule in self.rules:
             name = rule.config.name
             of_class, confident, in_zone = rule.checks(tracked, frame)
@@ -354,6 +356,8 @@ class CameraRules:
             self._expire_claims(rule, frame, now_ns, out)
             if self.trace:
                 self.outcomes[name] = outcomes
+                carried = [self.states.get((name, int(tid))) for tid in ids.tolist()]
+                self.alert_ids[name] = [st.alert_id if st is not None else "" for st in carried]
         return out
 
     def _note_seen(self, tracked: Detections, ids: npt.NDArray[np.int64], t_ns: int) -> None:

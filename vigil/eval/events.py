@@ -46,8 +46,8 @@ MissReason = Literal[
     "outside_schedule",  # would have alerted, but the rule's schedule was closed
     "rate_limited",  # its alert started silently: rate_limit_per_minute was reached
     "cooldown",  # its track was in cooldown after an earlier alert
-    "merged",  # its track continued another object's alert (rejoin)
-    "alert_not_matched",  # an alert ran on it, but started outside the event's window or on another person's box
+    "merged",  # its track carried another object's alert (a tracker identity switch, or a rejoin)
+    "alert_not_matched",  # its own alert ran, but started outside the event's window (± tolerance)
 ]
 FalseKind = Literal["duplicate", "not_due", "no_ground_truth"]
 
@@ -81,6 +81,7 @@ class FrameObservation:
     detections: Detections
     tracked: Detections
     outcomes: list[str]
+    alert_ids: list[str] = field(default_factory=list)  # the alert each tracked row carries, "" if none
 
 
 @dataclass
@@ -257,10 +258,9 @@ _PRIORITY: tuple[tuple[MissReason, frozenset[str]], ...] = (
     ("outside_schedule", frozenset({"outside_schedule"})),
     ("rate_limited", frozenset({"rate_limited", "active_silent"})),
     ("cooldown", frozenset({"cooldown", "rejoined_cooldown"})),
-    ("merged", frozenset({"rejoined"})),
-    ("alert_not_matched", frozenset({"started", "active", "adopted"})),
     ("min_frames_not_reached", frozenset({"pending"})),
 )
+_ALERTING = frozenset({"started", "active", "rejoined", "adopted"})
 
 
 def explain_misses(
@@ -276,6 +276,7 @@ def explain_misses(
     frames during the event (and `tolerance_s` before it). `observations` are keyed by frame."""
     slack = round(tolerance_s * fps)
     matched = {e for e, _ in scores.matched}
+    owner = {a.alert_id: e for e, a in scores.matched}
     classes = set(rule.classes)
     out: list[MissedEvent] = []
     for event in scores.gt_events:
@@ -283,6 +284,7 @@ def explain_misses(
             continue
         frames = detected = 0
         outcomes: Counter[str] = Counter()
+        carried: Counter[str] = Counter()
         for number in range(event.start_frame - slack, event.end_frame + 1):
             seen = observations.get(number)
             box = _track_box(gt, number, event.track_id)
@@ -299,11 +301,26 @@ def explain_misses(
                 best = int(np.argmax(iou))
                 if iou[best] >= min_iou:
                     outcomes[seen.outcomes[best]] += 1
-        out.append(MissedEvent(event, *_reason(frames, detected, outcomes, rule)))
+                    if seen.outcomes[best] in _ALERTING and best < len(seen.alert_ids):
+                        carried[seen.alert_ids[best]] += 1
+        out.append(MissedEvent(event, *_reason(frames, detected, outcomes, carried, owner, rule)))
     return out
 
 
-def _reason(frames: int, detected: int, outcomes: Counter[str], rule: RuleConfig) -> tuple[MissReason, str]:
+def _reason(
+    frames: int, detected: int, outcomes: Counter[str], carried: Counter[str], owner: dict[str, GtEvent],
+    rule: RuleConfig,
+) -> tuple[MissReason, str]:  # fmt: skip
+    others = {a: owner[a] for a in carried if a in owner}
+    if others:
+        alert, event = next(iter(others.items()))
+        return (
+            "merged",
+            f"its track carried alert {alert} of track {event.track_id} in {carried[alert]} of {frames} frames",
+        )
+    if carried:
+        alert, n = carried.most_common(1)[0]
+        return "alert_not_matched", f"alert {alert} ran on it in {n} of {frames} frames but started outside the event"
     for reason, codes in _PRIORITY:
         hits = sum(outcomes[c] for c in codes)
         if hits:

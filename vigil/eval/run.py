@@ -127,6 +127,7 @@ def replay_engine(
             to_gt_pixels(step.detections, width, height, gt),
             to_gt_pixels(step.tracked, width, height, gt),
             list(step.outcomes.get(target.rule.name, [])),
+            list(step.alert_ids.get(target.rule.name, [])),
         )
     return observations, fired
 
