@@ -142,6 +142,15 @@ CASES: list[tuple[str, Scene, dict[str, Any], dict[int, str]]] = [
         {2: "merged"},
     ),
     (
+        "earlier_alert_running",  # the labelled feet leave the zone for 2 s, the detected box's do not
+        Scene(70)
+        .person(1, range(1, 21), IN, IN)
+        .person(1, range(21, 41), OUT_ABOVE, IN)
+        .person(1, range(41, 71), IN, IN),
+        {},
+        {1: "earlier_alert_running"},
+    ),
+    (
         "alert_not_matched",  # the detected box reaches into the zone 4 s before the labelled one does
         Scene(80).person(1, range(1, 41), OUT_ABOVE, IN).person(1, range(41, 81), IN, IN),
         {},

@@ -88,7 +88,8 @@ def test_alert_precision_and_the_reasons_are_reported(campus_run: dict[str, Any]
     assert len(events["missed"]) == events["gt_events"] - events["matched"]
     assert sum(events["missed_reasons"].values()) == len(events["missed"])
     reasons = {"never_detected", "never_confirmed", "rule_not_satisfied", "min_frames_not_reached",
-               "outside_schedule", "rate_limited", "cooldown", "merged", "alert_not_matched"}  # fmt: skip
+               "outside_schedule", "rate_limited", "cooldown", "merged", "alert_not_matched",
+               "earlier_alert_running"}  # fmt: skip
     assert all(m["reason"] in reasons and m["detail"] for m in events["missed"])
     assert all(f["kind"] in {"duplicate", "not_due", "no_ground_truth"} for f in events["false"])
     # The in-process re-run of the aggregator's engine on the run's records gave the same alerts.

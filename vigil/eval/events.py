@@ -48,6 +48,7 @@ MissReason = Literal[
     "cooldown",  # its track was in cooldown after an earlier alert
     "merged",  # its track carried another object's alert (a tracker identity switch, or a rejoin)
     "alert_not_matched",  # its own alert ran, but started outside the event's window (± tolerance)
+    "earlier_alert_running",  # the alert of its previous event had not ended: one event to the pipeline, two labelled
 ]
 FalseKind = Literal["duplicate", "not_due", "no_ground_truth"]
 
@@ -285,6 +286,7 @@ def explain_misses(
         frames = detected = 0
         outcomes: Counter[str] = Counter()
         carried: Counter[str] = Counter()
+        blocked: Counter[str] = Counter()
         for number in range(event.start_frame - slack, event.end_frame + 1):
             seen = observations.get(number)
             box = _track_box(gt, number, event.track_id)
@@ -300,27 +302,46 @@ def explain_misses(
                 iou = box_iou(box, seen.tracked.xyxy)[0]
                 best = int(np.argmax(iou))
                 if iou[best] >= min_iou:
-                    outcomes[seen.outcomes[best]] += 1
-                    if seen.outcomes[best] in _ALERTING and best < len(seen.alert_ids):
-                        carried[seen.alert_ids[best]] += 1
-        out.append(MissedEvent(event, *_reason(frames, detected, outcomes, carried, owner, rule)))
+                    outcome = seen.outcomes[best]
+                    outcomes[outcome] += 1
+                    alert = seen.alert_ids[best] if best < len(seen.alert_ids) else ""
+                    if outcome in _ALERTING:
+                        carried[alert] += 1
+                    elif alert:
+                        blocked[alert] += 1  # cooldown, rate-limited: whose alert held it back
+        reason, detail = _reason(event, frames, detected, outcomes, carried, owner, rule)
+        if reason in ("cooldown", "rate_limited") and blocked:
+            alert = blocked.most_common(1)[0][0]
+            of = f" (of track {owner[alert].track_id})" if alert in owner else ""
+            detail += f"; its track carried alert {alert}{of}"
+        out.append(MissedEvent(event, reason, detail))
     return out
 
 
 def _reason(
-    frames: int, detected: int, outcomes: Counter[str], carried: Counter[str], owner: dict[str, GtEvent],
-    rule: RuleConfig,
+    event: GtEvent, frames: int, detected: int, outcomes: Counter[str], carried: Counter[str],
+    owner: dict[str, GtEvent], rule: RuleConfig,
 ) -> tuple[MissReason, str]:  # fmt: skip
-    others = {a: owner[a] for a in carried if a in owner}
-    if others:
-        alert, event = next(iter(others.items()))
+    # An alert its track carried: another object's (matched to another track's event), or one of
+    # its own that matched nothing; an alert of an earlier event of the same object is neither.
+    foreign = [(a, owner[a]) for a, _ in carried.most_common() if a in owner and owner[a].track_id != event.track_id]
+    if foreign:
+        alert, other = foreign[0]
         return (
             "merged",
-            f"its track carried alert {alert} of track {event.track_id} in {carried[alert]} of {frames} frames",
+            f"its track carried alert {alert} of track {other.track_id} in {carried[alert]} of {frames} frames",
         )
+    unowned = [(a, n) for a, n in carried.most_common() if a not in owner]
+    if unowned:
+        alert, n = unowned[0]
+        return "alert_not_matched", f"alert {alert} ran on it in {n} of {frames} frames but started outside the event"
     if carried:
         alert, n = carried.most_common(1)[0]
-        return "alert_not_matched", f"alert {alert} ran on it in {n} of {frames} frames but started outside the event"
+        earlier = owner[alert]
+        return "earlier_alert_running", (
+            f"alert {alert} of its event at frames {earlier.start_frame}-{earlier.end_frame} was still running in "
+            f"{n} of {frames} frames: its detected box did not leave the zone for end_after_s {rule.end_after_s:g} s"
+        )
     for reason, codes in _PRIORITY:
         hits = sum(outcomes[c] for c in codes)
         if hits:
@@ -329,7 +350,7 @@ def _reason(
                     f"in the zone on a confirmed track in {hits} of {frames} frames, never {rule.min_frames} in a row "
                     f"for {rule.min_dwell_s:g} s"
                 )
-            return reason, f"{hits} of {frames} frames"
+            return reason, f"{reason.replace('_', ' ')} in {hits} of {frames} frames"
     if sum(outcomes.values()):
         why = {"confidence": f"below min_confidence {rule.min_confidence:g}", "zone": "anchor outside the zone"}
         common = [f"{why.get(k, k)} in {n}" for k, n in outcomes.most_common()]
