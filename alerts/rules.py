@@ -326,10 +326,15 @@ class CameraRules:
             name = rule.config.name
             of_class, confident, in_zone = rule.checks(tracked, frame)
             mask = of_class & confident & in_zone
-            outcomes: list[Outcome] = [
-                "class" if not c else "confidence" if not f else "zone" if not z else "pending"
-                for c, f, z in zip(of_class.tolist(), confident.tolist(), in_zone.tolist(), strict=True)
-            ]
+            # Traced for `vigil eval` only: what each row was made of, even when nothing happened.
+            outcomes: list[Outcome] = (
+                [
+                    "class" if not c else "confidence" if not f else "zone" if not z else "pending"
+                    for c, f, z in zip(of_class.tolist(), confident.tolist(), in_zone.tolist(), strict=True)
+                ]
+                if self.trace
+                else ["pending"] * len(tracked)
+            )
             seen: set[int] = set()
             for row in np.flatnonzero(mask):
                 tid = int(ids[row])

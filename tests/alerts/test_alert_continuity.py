@@ -4,6 +4,7 @@ through the engine with the real tracker."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from alerts.zones import PolygonZone
 from vigil.config import RuleConfig, TrackerConfig
 from vigil.contracts import AlertRecord, DetectionsRecord, FrameRef
 from vigil.detections import Detections
+from vigil.errors import ContractError
 
 FPS = 5.0
 Row = tuple[int, Box]  # (track id, box)
@@ -172,3 +174,19 @@ def test_a_restart_after_a_rejoin_fires_nothing_twice() -> None:
     produced += [a for rec in frames[10:] for a in second.process(rec, 0)]
     assert [a.event for a in produced] == ["started", "updated", "ended"]
     assert len({a.alert_id for a in produced}) == 1
+
+
+def test_alert_record_track_ids_and_rejoined_fields() -> None:
+    out, _ = play(broken(gap=[6, 7]))
+    rejoined = out[1][1]
+    data = json.loads(rejoined.to_bytes())
+    assert data["track_ids"] == [1, 2] and data["rejoined"] is True
+    # Records of older producers have neither field.
+    old = {k: v for k, v in data.items() if k not in ("track_ids", "rejoined")}
+    parsed = AlertRecord.from_bytes(json.dumps(old).encode())
+    assert parsed.track_ids == () and parsed.rejoined is False
+    for bad, message in ((["1"], "track_ids"), ([True], "track_ids"), (list(range(1001)), "track_ids")):
+        with pytest.raises(ContractError, match=message):
+            AlertRecord.from_bytes(json.dumps({**data, "track_ids": bad}).encode())
+    with pytest.raises(ContractError, match="'rejoined' must be true or false"):
+        AlertRecord.from_bytes(json.dumps({**data, "rejoined": "yes"}).encode())
