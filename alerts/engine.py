@@ -9,16 +9,20 @@ camera that goes silent would keep its open alerts open forever. `sweep(now_ns)`
 camera with open alerts whose last record arrived (wall clock) more than its rules' longest
 `end_after_s` plus `IDLE_GRACE_S` ago is advanced by an empty frame whose capture time is its last
 capture time plus the wall time elapsed since it arrived.
+
+`AlertEngine(..., trace=True)` keeps a `FrameTrace` per processed record (the detections, what the
+tracker made of them, and each rule's outcome per tracked row): `vigil eval` re-runs the engine on
+the pipeline's records with it to explain every missed event. Off in production.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from alerts.rules import CameraRules, CompiledRule, Frame
+from alerts.rules import CameraRules, CompiledRule, Frame, Outcome
 from alerts.tracker import NS, ByteTracker
 from alerts.zones import PolygonZone
 from vigil.config import AlertsConfig, CameraConfig, RuleConfig, VigilConfig
@@ -36,13 +40,31 @@ class EngineCounters:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class FrameTrace:
+    """One processed record: its detections, the confirmed tracked rows, each rule's outcome per
+    tracked row (`alerts.rules.Outcome`) and alert id per row, and the alert events it caused."""
+
+    camera_id: str
+    capture_ns: int
+    frame_index: int | None
+    detections: Detections
+    tracked: Detections
+    outcomes: dict[str, list[Outcome]]
+    alert_ids: dict[str, list[str]]
+    alerts: list[AlertRecord] = field(default_factory=list)
+
+
 class CameraPipeline:
     """Tracker + rules of one camera."""
 
-    def __init__(self, camera_id: str, alerts: AlertsConfig, rules: list[CompiledRule]) -> None:
+    def __init__(
+        self, camera_id: str, alerts: AlertsConfig, rules: list[CompiledRule], trace: list[FrameTrace] | None = None
+    ) -> None:
         self.camera_id = camera_id
         self.tracker = ByteTracker(alerts.tracker)
-        self.rules = CameraRules(camera_id, rules, alerts.rate_limit_per_minute, alerts.snapshot)
+        self.rules = CameraRules(camera_id, rules, alerts.rate_limit_per_minute, alerts.snapshot, trace is not None)
+        self.trace = trace
         # Last frames-topic offset processed, per frames partition. A camera's frames are keyed to
         # one partition, so offsets only grow; a record for an offset already passed is an
         # at-least-once repeat (a detect worker or this aggregator redoing work after a crash).
@@ -71,7 +93,21 @@ class CameraPipeline:
         tracked = self.tracker.update(dets, record.capture_ns)
         frame = Frame(record.camera_id, record.capture_ns, record.frame, record.width, record.height)
         self.last_frame = frame
-        return self.rules.process(tracked, frame, now_ns)
+        alerts = self.rules.process(tracked, frame, now_ns)
+        if self.trace is not None:
+            self.trace.append(
+                FrameTrace(
+                    record.camera_id,
+                    record.capture_ns,
+                    record.frame_index,
+                    dets,
+                    tracked,
+                    self.rules.outcomes,
+                    self.rules.alert_ids,
+                    alerts,
+                )
+            )
+        return alerts
 
     def idle_sweep(self, now_ns: int) -> list[AlertRecord]:
         """`ended` for the open alerts of a camera silent for longer than `idle_after_ns`.
@@ -93,11 +129,12 @@ class CameraPipeline:
 class AlertEngine:
     """`engine.process(record, now_ns) -> [AlertRecord]` for every camera of a config."""
 
-    def __init__(self, alerts: AlertsConfig, cameras: Iterable[CameraConfig] = ()) -> None:
+    def __init__(self, alerts: AlertsConfig, cameras: Iterable[CameraConfig] = (), trace: bool = False) -> None:
         self.alerts = alerts
         self.cameras = {c.id: c for c in cameras}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.counters = EngineCounters()
+        self.trace: list[FrameTrace] | None = [] if trace else None
         self._restored: list[AlertRecord] = []
 
     @classmethod
@@ -126,7 +163,9 @@ class AlertEngine:
     def pipeline(self, camera_id: str) -> CameraPipeline:
         pipe = self.pipelines.get(camera_id)
         if pipe is None:
-            pipe = self.pipelines[camera_id] = CameraPipeline(camera_id, self.alerts, self._rules_for(camera_id))
+            pipe = self.pipelines[camera_id] = CameraPipeline(
+                camera_id, self.alerts, self._rules_for(camera_id), self.trace
+            )
             if self._restored:
                 pipe.rules.restore(self._restored)
         return pipe

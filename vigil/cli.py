@@ -227,18 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(handler=_lazy("vigil.eval.cli:eval_main"))
 
     # -- tune ----------------------------------------------------------------------------------------
-    tune = sub.add_parser("tune", help="search thresholds and rule parameters on labelled footage")
-    tune.add_argument("--video", required=True, metavar="FILE")
-    tune.add_argument("--gt", required=True, metavar="PATH")
+    tune = sub.add_parser(
+        "tune",
+        help="choose detection, tracker and rule settings on labelled clips, checked on clips held out",
+        description="Give several clips (--video/--gt repeated, in pairs): each is held out in turn to check "
+        "that the settings tuned on the others do not lower its event F1.",
+    )
+    tune.add_argument("--video", required=True, action="append", metavar="FILE", help="a labelled clip (repeat)")
+    tune.add_argument("--gt", required=True, action="append", metavar="PATH", help="its ground truth (repeat)")
     _add_gt_options(tune)
     _add_config(tune)
     tune.add_argument("--model", help="registry name or .onnx path (default: detect.model of the config)")
-    tune.add_argument("--objective", choices=["f1", "precision"], default="f1")
+    tune.add_argument("--objective", choices=["f1", "precision"], default="f1", help="for the detection thresholds")
     tune.add_argument("--target-precision", type=float, default=0.9, help="with --objective precision")
-    tune.add_argument("--rule", metavar="NAME", help="rule whose min_frames/min_dwell_s are tuned (default: first)")
+    tune.add_argument("--rule", metavar="NAME", help="rule whose settings are tuned (default: the first)")
     tune.add_argument("--camera", metavar="ID", help="camera whose zones apply (default: the rule's camera)")
-    tune.add_argument("--check-video", metavar="FILE", help="second clip to compare tuned against default")
-    tune.add_argument("--check-gt", metavar="FILE")
     tune.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     tune.set_defaults(handler=_lazy("vigil.eval.cli:tune_main"))
 

@@ -430,6 +430,10 @@ class AlertRecord:
     snapshot_kind: Literal["none", "base64_jpeg", "frame_ref"] = "none"
     # Numbers the `updated` events of one alert (1, 2, ...), so each has its own webhook id.
     update_seq: int = 0
+    # The tracks that carried the alert, oldest first (the tracker lost the object and found it
+    # again as a new track); `rejoined` marks the `updated` event sent when one took over.
+    track_ids: tuple[int, ...] = ()
+    rejoined: bool = False
 
     @property
     def webhook_id(self) -> str:
@@ -456,6 +460,8 @@ class AlertRecord:
             "latency_ms": round(self.latency_ms, 3),
             "snapshot": {"kind": self.snapshot_kind, "data": self.snapshot},
             "update_seq": self.update_seq,
+            "track_ids": list(self.track_ids),
+            "rejoined": self.rejoined,
         }
 
     def to_bytes(self) -> bytes:
@@ -478,6 +484,16 @@ class AlertRecord:
         update_seq = obj.get("update_seq", 0)
         if isinstance(update_seq, bool) or not isinstance(update_seq, int) or update_seq < 0:
             raise ContractError("field 'update_seq' must be a non-negative integer")
+        track_ids = obj.get("track_ids", [])
+        if (
+            not isinstance(track_ids, list)
+            or len(track_ids) > 1000
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in track_ids)
+        ):
+            raise ContractError("field 'track_ids' must be a list of at most 1000 integers")
+        rejoined = obj.get("rejoined", False)
+        if not isinstance(rejoined, bool):
+            raise ContractError("field 'rejoined' must be true or false")
         return cls(
             alert_id=_get(obj, "id", str),
             event=event,  # checked above
@@ -496,6 +512,8 @@ class AlertRecord:
             snapshot=snapshot.get("data") if isinstance(snapshot.get("data"), str) else None,
             snapshot_kind=kind,
             update_seq=update_seq,
+            track_ids=tuple(track_ids),
+            rejoined=rejoined,
         )
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+import difflib
+import re
+import zoneinfo
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -45,6 +48,88 @@ class TrackerConfig(Section):
         return self.high_threshold if self.new_track_threshold is None else self.new_track_threshold
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+def clock_minutes(value: str) -> int:
+    """'22:30' -> 1350 minutes after midnight (the validated `ScheduleWindow` format; '24:00' is 1440)."""
+    match = _CLOCK_RE.match(value)
+    if match is None:
+        raise ValueError(f'time {value!r} must be HH:MM, like "07:30"')
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+class ScheduleWindow(Section):
+    """A weekly window in which a rule may start alerts, in local (wall-clock) time of a time zone."""
+
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(WEEKDAYS),  # type: ignore[arg-type]
+        max_length=7,
+        title="Days of the week the window starts on (mon..sun); an overnight window ends the next day",
+    )
+    start: str = Field(..., pattern=r"^\d{1,2}:\d{2}$", title="Local start time HH:MM (inclusive)")
+    end: str = Field(
+        ...,
+        pattern=r"^\d{1,2}:\d{2}$",
+        title="Local end time HH:MM (exclusive, 24:00 = midnight); earlier than start: ends the next day",
+    )
+    timezone: str = Field(..., min_length=1, max_length=64, title="IANA time zone of start and end, e.g. Europe/Berlin")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320.
+            clock = f"{value // 60:02d}:{value % 60:02d}"
+            raise ValueError(
+                f'write the time in quotes, like {info.field_name}: "{clock}" (YAML reads an unquoted '
+                f"{value // 60}:{value % 60:02d} as the number {value})"
+            )
+        if isinstance(value, str):
+            minutes = clock_minutes(value.strip())
+            limit = 24 * 60 if info.field_name == "end" else 24 * 60 - 1
+            if minutes > limit or int(value.strip().split(":")[1]) > 59:
+                raise ValueError(
+                    f"time {value!r} is not a time of day: HH:MM from 00:00 to {'24:00' if limit == 1440 else '23:59'}"
+                )
+        return value
+
+    @field_validator("end", mode="after")
+    @classmethod
+    def _not_empty(cls, value: str, info: Any) -> str:
+        start = info.data.get("start")
+        if start is not None and clock_minutes(start) == clock_minutes(value):
+            raise ValueError(f'start and end are both {value}: for the whole day write start "00:00", end "24:00"')
+        return value
+
+    @field_validator("days", mode="after")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(
+                "days is empty, so the window never opens: list days (mon..sun) or leave days out for every day"
+            )
+        repeated = sorted({d for d in value if value.count(d) > 1}, key=WEEKDAYS.index)
+        if repeated:
+            raise ValueError(f"days repeated: {repeated}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown time zone {value!r}; {hint}use an IANA name like 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
+
+
 class RuleConfig(Section):
     name: str = Field(..., pattern=NAME_PATTERN, title="Rule name, unique")
     cameras: list[str] = Field(default_factory=list, title="Cameras the rule applies to; empty means all")
@@ -69,6 +154,18 @@ class RuleConfig(Section):
     )
     update_every_s: float | None = Field(
         None, gt=0, le=86_400, title="Send `updated` events this often while the alert lasts; none: never"
+    )
+    rejoin_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=3600,
+        title="A new track appearing where an alert's track was lost at most this long before continues that "
+        "alert (or its cooldown, if it ended): one alert per object across identity breaks; 0: never",
+    )
+    schedule: list[ScheduleWindow] = Field(
+        default_factory=list,
+        max_length=64,
+        title="Windows in which the rule may start alerts (capture time); empty: always",
     )
 
 

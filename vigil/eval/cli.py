@@ -67,16 +67,7 @@ def eval_main(args: argparse.Namespace) -> int:
         notes = check_alignment(gt, predictions, configs.stages.class_names(), what)
     print("\n".join(f"labels: {n}" for n in notes), file=sys.stderr)
     report = build_report(
-        video,
-        args.gt,
-        gt,
-        fps,
-        model_name,
-        target,
-        result,
-        bare,
-        configs.stages.class_names(),
-        tracker=configs.alerts.alerts.tracker,
+        video, args.gt, gt, fps, model_name, target, result, bare, configs.stages.class_names(), configs.alerts.alerts
     )
     written = report.write(out)
     p = report.pipeline.overall
@@ -87,7 +78,20 @@ def eval_main(args: argparse.Namespace) -> int:
     )
     if report.events is not None:
         e = report.events
-        print(f"alerts: event recall {e.event_recall:.3f}, {e.false_alerts_per_hour:.1f} false alerts/hour")
+        print(
+            f"alerts: event recall {e.event_recall:.3f}, alert precision {e.alert_precision:.3f} "
+            f"({len(e.alerts)} fired, {e.false_alerts} false of which {e.duplicates} duplicates, "
+            f"{e.false_alerts_per_hour:.1f} false/hour)"
+        )
+        for miss in e.missed:
+            ev = miss.event
+            print(
+                f"  missed: track {ev.track_id} frames {ev.start_frame}-{ev.end_frame}: {miss.reason} ({miss.detail})"
+            )
+        for false in e.false:
+            print(
+                f"  false alert {false.alert.alert_id} at frame {false.alert.start_frame}: {false.kind} ({false.detail})"
+            )
     if (t := report.tracking) is not None:
         print(f"tracking: MOTA {t.mota:.3f}, IDF1 {t.idf1:.3f}, HOTA {t.hota:.3f}, {t.id_switches} ID switches")
     print(f"wrote {', '.join(str(p) for p in written)} in {time.monotonic() - started:.1f}s")

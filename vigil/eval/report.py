@@ -63,19 +63,7 @@ class EvalReport:
                 "per_class": {name: _class_json(c) for name, c in s.per_class.items()},
             }
 
-        events = None
-        if self.events is not None:
-            events = {
-                "gt_events": len(self.events.gt_events),
-                "alerts": len(self.events.alerts),
-                "matched": len(self.events.matched),
-                "event_recall": self.events.event_recall,
-                "false_alerts": self.events.false_alerts,
-                "false_alerts_per_hour": self.events.false_alerts_per_hour,
-                "footage_s": self.events.footage_s,
-                "gt": [asdict(e) for e in self.events.gt_events],
-                "fired": [asdict(a) for a in self.events.alerts],
-            }
+        events = _events_json(self.events) if self.events is not None else None
         latency = {
             name: {k: v for k, v in asdict(stats).items() if k != "samples_ms"}
             for name, stats in (
@@ -119,15 +107,7 @@ class EvalReport:
             lines += ["", "| class | AP@0.5 | AP@[.5:.95] | P | R | F1 |", "|---|---|---|---|---|---|"]
             lines += [_row(name, c) for name, c in self.pipeline.per_class.items()]
         if self.events is not None:
-            e = self.events
-            lines += [
-                "",
-                "## Alerts",
-                "",
-                f"{len(e.gt_events)} ground-truth events, {len(e.alerts)} alerts fired, {len(e.matched)} matched: "
-                f"event recall {e.event_recall:.3f}, {e.false_alerts} false alerts "
-                f"({e.false_alerts_per_hour:.1f} per hour of footage).",
-            ]
+            lines += _events_markdown(self.events)
         lines += _tracking_lines(self.tracking)
         lines += [
             "",
@@ -180,18 +160,7 @@ class EvalReport:
         ax.legend(fontsize=8)
         written.append(_save(fig, out_dir / "latency.png"))
 
-        fig, ax = plt.subplots(figsize=(8, 4))
-        if self.events is not None:
-            tracks = sorted({e.track_id for e in self.events.gt_events})
-            for e in self.events.gt_events:
-                y = tracks.index(e.track_id)
-                ax.barh(y, e.end_frame - e.start_frame + 1, left=e.start_frame, color="tab:green", alpha=0.5)
-            matched = {a.alert_id for _, a in self.events.matched}
-            for a in self.events.alerts:
-                ax.axvline(a.start_frame, color="tab:blue" if a.alert_id in matched else "tab:red", lw=1)
-            ax.set_yticks(range(len(tracks)), [f"track {t}" for t in tracks])
-        ax.set(xlabel="frame", title="Ground-truth events (bars) and alerts (blue: matched, red: false)")
-        written.append(_save(fig, out_dir / "timeline.png"))
+        written.append(_save(_timeline(plt, self.events), out_dir / "timeline.png"))
         return written
 
 
@@ -211,6 +180,100 @@ def _tracking_lines(t: TrackingScores | None) -> list[str]:
         f"| {t.assa:.3f} | {t.loca:.3f} | {t.id_switches} | {t.fragmentations} "
         f"| {t.mostly_tracked} / {t.partially_tracked} / {t.mostly_lost} |",
     ]
+
+
+FALSE_COLOURS = {"duplicate": "tab:red", "not_due": "tab:orange", "no_ground_truth": "tab:purple"}
+
+
+def _timeline(plt: Any, events: EventScores | None) -> Any:
+    """One row per labelled track with an event: its events as bars (green matched, grey missed,
+    labelled with the reason), each alert as a marker on the row of the object it was on."""
+    tracks = sorted({e.track_id for e in events.gt_events} | {f.track_id for f in events.false if f.track_id is not None}) if events else []  # fmt: skip
+    rows = len(tracks) + (1 if events and any(f.track_id is None for f in events.false) else 0)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(rows, 3)))
+    if events is not None:
+        missed = {m.event: m for m in events.missed}
+        matched = dict(events.matched)
+        for e in events.gt_events:
+            y = tracks.index(e.track_id)
+            hit = e in matched
+            ax.barh(y, e.end_frame - e.start_frame + 1, left=e.start_frame, height=0.6,
+                    color="tab:green" if hit else "0.75", alpha=0.6)  # fmt: skip
+            if not hit:
+                reason = missed[e].reason if e in missed else "missed"
+                ax.text(e.start_frame, y, f" {reason}", va="center", fontsize=7)
+        for e, a in events.matched:
+            ax.plot(a.start_frame, tracks.index(e.track_id), "v", color="tab:blue", ms=8)
+        for f in events.false:
+            y = tracks.index(f.track_id) if f.track_id is not None else len(tracks)
+            ax.plot(f.alert.start_frame, y, "x", color=FALSE_COLOURS[f.kind], ms=9, mew=2)
+        labels = [f"track {t}" for t in tracks] + (["no object"] if rows > len(tracks) else [])
+        ax.set_yticks(range(rows), labels)
+        handles = [
+            plt.Line2D([], [], color="tab:green", lw=6, alpha=0.6, label="event, alerted"),
+            plt.Line2D([], [], color="0.75", lw=6, label="event, missed (reason)"),
+            plt.Line2D([], [], color="tab:blue", marker="v", ls="", label="alert, matched"),
+        ] + [
+            plt.Line2D([], [], color=c, marker="x", ls="", mew=2, label=f"false: {k}") for k, c in FALSE_COLOURS.items()
+        ]
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_ylim(-0.7, rows - 0.3)
+    title = "Ground-truth events and alerts"
+    if events is not None:
+        title += f": recall {events.event_recall:.2f}, alert precision {events.alert_precision:.2f}"
+    ax.set(xlabel="frame", title=title)
+    return fig
+
+
+def _events_json(e: EventScores) -> dict[str, Any]:
+    return {
+        "gt_events": len(e.gt_events),
+        "alerts": len(e.alerts),
+        "matched": len(e.matched),
+        "event_recall": e.event_recall,
+        "alert_precision": e.alert_precision,
+        "event_f1": e.event_f1,
+        "false_alerts": e.false_alerts,
+        "duplicate_alerts": e.duplicates,
+        "false_alerts_per_hour": e.false_alerts_per_hour,
+        "footage_s": e.footage_s,
+        "missed_reasons": e.reasons(),
+        "gt": [asdict(ev) for ev in e.gt_events],
+        "fired": [asdict(a) for a in e.alerts],
+        "missed": [{**asdict(m.event), "reason": m.reason, "detail": m.detail} for m in e.missed],
+        "false": [
+            {
+                "alert_id": f.alert.alert_id,
+                "start_frame": f.alert.start_frame,
+                "kind": f.kind,
+                "track_id": f.track_id,
+                "detail": f.detail,
+            }
+            for f in e.false
+        ],  # fmt: skip
+    }
+
+
+def _events_markdown(e: EventScores) -> list[str]:
+    lines = [
+        "",
+        "## Alerts",
+        "",
+        f"{len(e.gt_events)} ground-truth events, {len(e.alerts)} alerts fired, {len(e.matched)} matched: "
+        f"**event recall {e.event_recall:.3f}, alert precision {e.alert_precision:.3f}** (event F1 {e.event_f1:.3f}); "
+        f"{e.false_alerts} false alerts ({e.duplicates} duplicates of an alerted event, "
+        f"{e.false_alerts_per_hour:.1f} per hour of footage).",
+    ]
+    if e.missed:
+        lines += ["", "| missed event (track, frames) | why | detail |", "|---|---|---|"]
+        lines += [
+            f"| {m.event.track_id}, {m.event.start_frame}-{m.event.end_frame} | {m.reason} | {m.detail} |"
+            for m in e.missed
+        ]
+    if e.false:
+        lines += ["", "| false alert | frame | what | detail |", "|---|---|---|---|"]
+        lines += [f"| `{f.alert.alert_id}` | {f.alert.start_frame} | {f.kind} | {f.detail} |" for f in e.false]
+    return lines
 
 
 def _class_json(c: ClassScores) -> dict[str, Any]:

@@ -9,15 +9,24 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from vigil.config import TrackerConfig, VigilConfig
+from vigil.config import AlertsConfig, TrackerConfig, VigilConfig
+from vigil.contracts import AlertRecord, DetectionsRecord
 from vigil.detections import Detections
-from vigil.eval.events import FiredAlert, ground_truth_events, match_events
+from vigil.eval.events import (
+    EventScores,
+    FiredAlert,
+    FrameObservation,
+    classify_false_alerts,
+    explain_misses,
+    ground_truth_events,
+    match_events,
+)
 from vigil.eval.groundtruth import GroundTruth, load_coco, load_mot, map_classes
 from vigil.eval.labels_match import LabelMismatchError, Recording, check_matching
 from vigil.eval.labels_yolo import load_yolo
@@ -104,7 +113,7 @@ def to_gt_pixels(dets: Detections, width: int, height: int, gt: GroundTruth) -> 
     if gt.width is None or gt.height is None or (gt.width, gt.height) == (width, height):
         return dets
     scale = np.array([gt.width / width, gt.height / height] * 2, np.float32)
-    return Detections(dets.xyxy * scale, dets.confidence, dets.class_id, dets.tracker_id)
+    return Detections(dets.xyxy * scale, dets.confidence, dets.class_id, dets.tracker_id, dets.data)
 
 
 def pipeline_predictions(result: PipelineResult, gt: GroundTruth) -> dict[int, Detections]:
@@ -176,6 +185,62 @@ def fired_alerts(result: PipelineResult, target: EvalTarget, gt: GroundTruth) ->
             )
         )
     return fired
+
+
+def relayed_records(result: PipelineResult) -> list[DetectionsRecord]:
+    """The records exactly as the relay gave them to the aggregator: cut at the threshold, on the
+    footage's timeline, in frames-topic order."""
+    out = []
+    for key, r in sorted(result.records.items(), key=lambda kv: (kv[1].frame.partition, kv[1].frame.offset)):
+        keep = r.detections.confidence >= result.threshold
+        names = tuple(n for n, k in zip(r.class_names, keep.tolist(), strict=True) if k)
+        capture_ns = result.relayed_capture_ns.get(key, r.capture_ns)
+        out.append(replace(r, capture_ns=capture_ns, detections=r.detections[keep], class_names=names))
+    return out
+
+
+def replay_engine(
+    alerts: AlertsConfig, target: EvalTarget, result: PipelineResult, gt: GroundTruth
+) -> tuple[dict[int, FrameObservation], list[AlertRecord]]:
+    """Re-run the aggregator's engine in-process on the run's records (deterministic: the same
+    alerts), tracing what it made of every frame; observations keyed by ground-truth frame."""
+    from alerts.engine import AlertEngine
+
+    engine = AlertEngine(alerts, [target.camera], trace=True)
+    fired: list[AlertRecord] = []
+    for record in relayed_records(result):
+        fired += engine.process(record, record.capture_ns)
+    observations = {}
+    sizes = {r.frame_index: (r.width, r.height) for r in result.records.values()}
+    for step in engine.trace or []:
+        if step.frame_index is None or target.rule is None:
+            continue
+        width, height = sizes[step.frame_index]
+        observations[step.frame_index + 1] = FrameObservation(
+            step.frame_index + 1,
+            to_gt_pixels(step.detections, width, height, gt),
+            to_gt_pixels(step.tracked, width, height, gt),
+            list(step.outcomes.get(target.rule.name, [])),
+            list(step.alert_ids.get(target.rule.name, [])),
+        )
+    return observations, fired
+
+
+def diagnose(
+    scores: EventScores, alerts: AlertsConfig, target: EvalTarget, result: PipelineResult, gt: GroundTruth, fps: float
+) -> list[str]:
+    """Fill `scores.missed` and `scores.false`; notes on how (and whether the re-run agreed)."""
+    assert target.rule is not None
+    observations, fired = replay_engine(alerts, target, result, gt)
+    scores.false = classify_false_alerts(gt, scores)
+    scores.missed = explain_misses(gt, scores, observations, target.rule, fps)
+    ours = sorted(a.alert_id for a in fired if a.event == "started" and a.rule == target.rule.name)
+    theirs = sorted(a.alert_id for a in scores.alerts)
+    if ours == theirs:
+        return [f"Why events were missed: the aggregator's engine re-run in-process on the run's {len(observations)} "
+                "records, which reproduced its alerts exactly."]  # fmt: skip
+    return [f"Why events were missed: the in-process re-run of the engine fired {len(ours)} alerts where the "
+            f"aggregator fired {len(theirs)} (an idle sweep or a restart during the run?); reasons are approximate."]  # fmt: skip
 
 
 def read_frames(video: Path, indices: set[int] | None = None) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
@@ -258,8 +323,9 @@ def build_report(
     result: PipelineResult,
     bare: dict[int, Detections] | None,
     class_names: tuple[str, ...],
-    tracker: TrackerConfig | None = None,
+    alerts: AlertsConfig | None = None,
 ) -> EvalReport:
+    """The report of a run. `alerts` (the aggregator's section) enables the why-missed diagnostics."""
     numbers = sorted(index + 1 for index in result.by_frame_index())
     scored_gt = subset(gt, numbers)
     pipeline = score_detections(scored_gt, pipeline_predictions(result, gt), class_names, result.threshold)
@@ -270,9 +336,12 @@ def build_report(
         f"confidence >= detect.conf_threshold = {result.threshold}.",
     ]
     if target.rule is not None:
-        gt_events = ground_truth_events(gt, target.zone, target.rule, fps)
+        # The frames the pipeline saw: with --fps, min_frames counts sampled frames, as the rule does.
+        gt_events = ground_truth_events(gt, target.zone, target.rule, fps, numbers)
         events = match_events(gt, gt_events, fired_alerts(result, target, gt), fps)
         notes.append(f"Alerts scored for rule {target.rule.name!r} (zone {target.zone.name if target.zone else '-'}).")
+        if alerts is not None:
+            notes += diagnose(events, alerts, target, result, gt, fps)
     else:
         notes.append("The config has no alert rule: alert-level results are not computed.")
     if len(numbers) != len(gt.frame_numbers):
@@ -303,7 +372,7 @@ def build_report(
         wall_s=result.wall_s,
         notes=notes,
         ground_truth_matching=gt.matching.to_json() if gt.matching is not None else None,
-        tracking=pipeline_tracking(result, tracker or TrackerConfig(), gt, class_names),
+        tracking=pipeline_tracking(result, alerts.tracker if alerts is not None else TrackerConfig(), gt, class_names),
     )
 
 
