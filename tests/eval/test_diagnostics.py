@@ -56,7 +56,7 @@ def config(**rule: Any) -> VigilConfig:
     return VigilConfig.model_validate({
         "cameras": [{"id": "cam", "kind": "replay", "url": "x.mp4", "zones": [
             {"name": "left", "units": "fraction", "polygon": [[0, 0.4], [0.5, 0.4], [0.5, 1], [0, 1]]}]}],
-        "alerts": {"tracker": {"min_hits": 2, "lost_after_s": 0.3}, "rules": [rules],
+        "alerts": {"tracker": {"min_hits": 2, "lost_after_s": 0.3, "high_threshold": 0.5}, "rules": [rules],
                    "rate_limit_per_minute": rate},
     })  # fmt: skip
 
