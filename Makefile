@@ -10,13 +10,14 @@ export YOLO_OFFLINE := 1
 # Ultralytics writes settings under the home directory unless told otherwise.
 export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
 
-.PHONY: help system-deps install install-test lint test demo demo-live broker-start broker-stop bench clean
+.PHONY: help system-deps install install-test lint test demo demo-live broker-start broker-stop bench screenshots clean
 
 help:
 	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
 	@echo "make demo-live  the demo, but the stack and the console keep running after the replay (Ctrl-C stops)"
 	@echo "make test     set up everything and run ruff, mypy and the test suite"
 	@echo "make bench    run the benchmarks under bench/"
+	@echo "make screenshots  run the console's browser tests and keep their screenshots in docs/screenshots/"
 
 system-deps:
 	@bash deploy/install-system-deps.sh
@@ -70,6 +71,11 @@ bench: install-test
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_alerts.py
 	$(BIN)/python bench/bench_web.py
+	$(BIN)/python bench/bench_console.py
+
+# The README's pictures of the console: taken by the browser tests against the real stack.
+screenshots: install-test
+	VIGIL_SCREENSHOT_DIR=docs/screenshots $(BIN)/pytest -q tests/web/test_console.py
 
 clean:
 	-$(BIN)/vigil broker stop

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vigil's tests and demo need, only those missing:
 # Java 17 + Maven (the embedded Apache Kafka broker), GStreamer's RTSP server for the system python3
-# (the test RTSP camera), and FFmpeg-capable GStreamer plugins. Needs root (or sudo) on Debian/Ubuntu.
+# (the test RTSP camera), FFmpeg-capable GStreamer plugins, and chromium for the console's browser tests
+# (Playwright drives Debian's build: it cannot download its own here; ~400 MB, so only when missing).
+# Needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
 packages=(
@@ -9,6 +11,7 @@ packages=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  chromium
 )
 
 missing=()
