@@ -214,7 +214,7 @@ function focused() {
 
 async function review(ids, reviewed, verdict) {
   if (!ids.length) return;
-  if (user.role !== "admin") { status.textContent = `${user.name} is a viewer: only admins may change review state`; return; }
+  if (user?.role !== "admin") { status.textContent = `${user?.name || "this user"} is a viewer; only admins may change review state`; return; }
   try {
     if (ids.length === 1) update(await api(`/api/alerts/${encodeURIComponent(ids[0])}/review`, { method: "POST", body: { reviewed, verdict } }));
     else {
@@ -309,7 +309,7 @@ function renderPlayer(fresh) {
   if (!a) return;
   layout.classList.add("open");
   player.hidden = false;
-  const admin = user.role === "admin";
+  const admin = user?.role === "admin";
   const button = (text, kind, key, cls = "") => el("button", { type: "button", class: cls, disabled: !admin,
     title: admin ? `${text} (${key})` : "viewers cannot change review state",
     onclick: () => review([a.id], kind !== "unreview", kind === "reviewed" || kind === "unreview" ? null : kind) }, `${text} `, el("kbd", { text: key }));
@@ -358,14 +358,19 @@ async function explain(a, video, note) {
 // ---------------------------------------------------------------- start
 
 async function main() {
-  user = await header("Review");
+  // The first page of cards is asked for at once; who is logged in and the filter values follow.
+  const who = header("Review").then((u) => (user = u));
   const params = new URLSearchParams(location.search);
   for (const f of FIELDS) if (params.get(f) && form.elements[f].tagName === "INPUT") form.elements[f].value = params.get(f);
   if (params.get("reviewed")) form.elements.reviewed.value = params.get("reviewed");
-  const facets = await api("/api/alerts/facets");
-  fillSelect("camera", facets.cameras, params.get("camera"));
-  fillSelect("rule", facets.rules, params.get("rule"));
-  fillSelect("label", facets.labels, params.get("label"));
+  for (const name of ["camera", "rule", "label"]) fillSelect(name, [], params.get(name));
+  reset();
+  api("/api/alerts/facets").then((facets) => {
+    for (const [name, values] of [["camera", facets.cameras], ["rule", facets.rules], ["label", facets.labels]]) {
+      fillSelect(name, values, form.elements[name].value);
+    }
+  });
+  await who;
   form.addEventListener("change", reset);
   form.addEventListener("submit", (e) => { e.preventDefault(); reset(); });
   document.getElementById("clear").addEventListener("click", () => { form.reset(); reset(); });
@@ -385,7 +390,6 @@ async function main() {
       }
     },
   });
-  reset();
   if (location.hash.length > 1) {
     const id = decodeURIComponent(location.hash.slice(1));
     api(`/api/alerts/${encodeURIComponent(id)}`).then(open).catch(() => null);

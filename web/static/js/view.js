@@ -185,7 +185,8 @@ export class LiveView {
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, c.width, c.height);
     // Line widths and text in CSS pixels whatever the frame's size: legible in a small tile and a 4K frame alike.
-    const scale = Math.max(0.5, frame.width / (this.box.clientWidth || frame.width));
+    const shown = this.box.clientWidth || frame.width;
+    const scale = Math.max(0.5, frame.width / shown) * (shown < 480 ? 0.8 : 1); // smaller labels in a phone's tile
     if (this.options.zones) {
       for (const z of zonePixels(this.zones, frame.width, frame.height)) drawPolygon(ctx, z.points, { name: z.name, scale });
     }
