@@ -30,7 +30,7 @@ from tests.web.conftest import ADMIN_TOKEN, NS, PASSWORDS, wait_for
 from vigil.processes import free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(900)]
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra brings playwright")
+
 REPO = Path(__file__).resolve().parents[2]
 FPS = 3  # two cameras at 3 fps keep one detector on a loaded 2-core machine in step
 BUDGET_BYTES = 300 * 1024
