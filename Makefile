@@ -10,16 +10,21 @@ export YOLO_OFFLINE := 1
 # Ultralytics writes settings under the home directory unless told otherwise.
 export YOLO_CONFIG_DIR := $(CURDIR)/.state/ultralytics
 
-.PHONY: help system-deps install install-test install-bench lint test demo demo-live broker-start broker-stop bench clean
+.PHONY: help system-deps system-deps-test install install-test install-bench lint test demo demo-live broker-start broker-stop bench screenshots clean
 
 help:
 	@echo "make demo     set up everything and run the demo on the embedded Kafka broker"
 	@echo "make demo-live  the demo, but the stack and the console keep running after the replay (Ctrl-C stops)"
 	@echo "make test     set up everything and run ruff, mypy and the test suite"
 	@echo "make bench    run the benchmarks under bench/"
+	@echo "make screenshots  run the console's browser tests and keep their screenshots in docs/screenshots/"
 
 system-deps:
 	@bash deploy/install-system-deps.sh
+
+# The tests also need promtool (Prometheus rules and /metrics) and chromium (the console's browser tests).
+system-deps-test:
+	@bash deploy/install-system-deps.sh --test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,10 +57,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 install: system-deps $(VENV)/.installed-base
 	$(BIN)/vigil broker fetch
 
-install-test: system-deps $(VENV)/.installed-test
+install-test: system-deps-test $(VENV)/.installed-test
 	$(BIN)/vigil broker fetch
 
-install-bench: system-deps $(VENV)/.installed-bench
+install-bench: system-deps-test $(VENV)/.installed-bench
 	$(BIN)/vigil broker fetch
 
 lint: $(VENV)/.installed-base
@@ -85,6 +90,11 @@ bench: install-bench
 	$(BIN)/python bench/bench_alerts.py
 	$(BIN)/python bench/bench_web.py
 	$(BIN)/python bench/bench_tracking.py
+	$(BIN)/python bench/bench_console.py
+
+# The README's pictures of the console: taken by the browser tests against the real stack.
+screenshots: install-test
+	VIGIL_SCREENSHOT_DIR=docs/screenshots $(BIN)/pytest -q tests/web/test_console.py
 
 clean:
 	-$(BIN)/vigil broker stop

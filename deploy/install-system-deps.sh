@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vigil's tests and demo need, only those missing:
 # Java 17 + Maven (the embedded Apache Kafka broker), GStreamer's RTSP server for the system python3
-# (the test RTSP camera), FFmpeg-capable GStreamer plugins, and Prometheus for its `promtool` (the tests
-# check deploy/prometheus/ rules and every process's /metrics with it). Needs root (or sudo) on Debian/Ubuntu.
+# (the test RTSP camera), FFmpeg-capable GStreamer plugins, Prometheus for its `promtool` (the tests
+# check deploy/prometheus/ rules and every process's /metrics with it), and chromium for the console's
+# browser tests (Playwright drives Debian's build: it cannot download its own here; ~400 MB, so only
+# when missing). Needs root (or sudo) on Debian/Ubuntu.
+#   deploy/install-system-deps.sh          what the demo needs (Java, Maven, GStreamer)
+#   deploy/install-system-deps.sh --test   also promtool and chromium, for `make test`
 set -euo pipefail
 
 packages=(
@@ -10,8 +14,10 @@ packages=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
-  prometheus
 )
+if [ "${1:-}" = "--test" ]; then
+  packages+=(prometheus chromium)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

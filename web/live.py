@@ -121,6 +121,8 @@ class LiveState:
             view = self._view(meta.camera_id)
             view.frames.append(held)
             held.detections = self._pending.pop((partition, offset), None)
+            if held.detections is not None:
+                view.last_detections = now
             # Without a detection worker keeping up, the live view still moves (boxes missing).
             emit = held.detections is not None or now - view.last_detections > 3.0
         if emit:
@@ -132,13 +134,16 @@ class LiveState:
         with self._lock:
             self._detect_times.append((now, record.timings.infer_ms))
             view = self._view(record.camera_id)
-            view.last_detections = now
             held = next((f for f in reversed(view.frames) if (f.partition, f.offset) == key), None)
             if held is None:
+                # Early (its frame is on the way) or late (its frame already left memory): a detector
+                # that lags by more than the frames held must not stop the live view, so only a
+                # record that meets its frame counts as detections arriving.
                 self._pending[key] = record
                 while len(self._pending) > 256:
                     self._pending.popitem(last=False)
                 return
+            view.last_detections = now
             held.detections = record
         self._emit_frame(record.camera_id, held)
 

@@ -36,7 +36,7 @@ def promtool() -> str:
     found = shutil.which("promtool")
     if found:
         return found
-    message = "promtool not found: run `bash deploy/install-system-deps.sh` (Debian package prometheus)"
+    message = "promtool not found: run `bash deploy/install-system-deps.sh --test` (Debian package prometheus)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

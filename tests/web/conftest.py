@@ -223,3 +223,9 @@ def wait_for(check: Any, timeout_s: float = 30.0, what: str = "condition") -> An
 
 def env_or(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's chromium (deploy/install-system-deps.sh): Playwright cannot download its own browser here."""
+    return {**browser_type_launch_args, "executable_path": os.environ.get("VIGIL_CHROMIUM", "/usr/bin/chromium")}
