@@ -150,7 +150,11 @@ def test_registry_lists_and_resolves_builtin_models() -> None:
     registry = Registry()
     assert {"yolox_nano", "yolov8n_int8"} <= set(registry.names())
     m = registry.get("yolov8n_int8")
-    assert m.family == "ultralytics" and m.channel_order == "rgb" and m.onnx_path == SHARED / "models/yolov8n_int8.onnx"
+    assert (
+        m.family == "ultralytics"
+        and m.channel_order == "rgb"
+        and m.onnx_path.resolve() == (SHARED / "models/yolov8n_int8.onnx").resolve()
+    )
     assert registry.resolve(str(m.onnx_path)).name == "yolov8n_int8"
     with pytest.raises(ModelError, match="no model named 'nope'.*known: .*yolox_nano"):
         registry.get("nope")
