@@ -327,7 +327,12 @@ class CameraWorker:
         boxes: tuple[tuple[int, int, int, int], ...] | None = None
         keepalive = False
         if self.motion is not None and self.motion_gate is not None:
+            changes = self.motion.scene_changes
             found = self.motion.detect(frame.image)
+            if self.motion.scene_changes != changes:
+                # A new scene (lights, a cut in a recording) reports no motion, but nothing is where it was:
+                # the whole frame counts as moved, so it is detected and never taken for a still frame.
+                found = [(0, 0, frame.image.shape[1], frame.image.shape[0])]
             if not self.publish_still:
                 send, keepalive = self.motion_gate.check(ts_ns, found)
                 if not send:
