@@ -132,7 +132,7 @@ def main() -> int:
         return Detector.load(manifest, thresholds=Thresholds(0.25, 0.7, 300), options=options)
 
     detector = load(defaults.spin_wait)
-    others = {mode: load(mode) for mode in ("off", "during_run", "on") if mode != defaults.spin_wait}
+    others = {mode: load(mode) for mode in ("never", "during_run", "always") if mode != defaults.spin_wait}
     import onnxruntime as ort
 
     plain = ort.SessionOptions()

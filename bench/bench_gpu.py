@@ -139,7 +139,7 @@ def main() -> int:
             for batch in batches:
                 fps[name][str(batch)] = round(frames_per_second(detector.runner, tensors[batch], args.seconds), 1)
                 print(f"{name:<16} batch {batch:>2}: {fps[name][str(batch)]:>8.1f} frames/s", flush=True)
-            plain = detector_for(manifest, path, RuntimeOptions((provider,), precision=precision, io_binding="off"))  # type: ignore[arg-type]
+            plain = detector_for(manifest, path, RuntimeOptions((provider,), precision=precision, io_binding="never"))  # type: ignore[arg-type]
             key = f"{name} no IOBinding"
             fps[key] = {"8": round(frames_per_second(plain.runner, tensors[8], args.seconds), 1)}
             print(f"{key:<16} batch  8: {fps[key]['8']:>8.1f} frames/s (IOBinding: {fps[name]['8']})")

@@ -16,12 +16,12 @@ detection function alone and the bare model on the same frames, all in one run (
               batch wait, inference, detections publish, aggregator, webhook) from the timestamps the records
               carry, the slowest hop named.
 * --compare KEY=V1,V2  throughput of the stack with each value of a config key, interleaved over --rounds
-              (best kept, ratios against the first value), e.g. detect.spin_wait=off,on.
+              (best kept, ratios against the first value), e.g. detect.spin_wait=never,always.
 
 Ends with one JSON line: {"bench": "pipeline", "model", "pipeline_fps", "alone_fps", "bare_fps", ...}.
 
     .venv/bin/python bench/bench_pipeline.py [--workers 1] [--threads 0] [--model yolox_nano] [--rounds 2]
-        [--set detect.max_wait_ms=10 ...] [--compare detect.spin_wait=off,on] [--skip-latency] [--skip-idle]
+        [--set detect.max_wait_ms=10 ...] [--compare detect.spin_wait=never,always] [--skip-latency] [--skip-idle]
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ say how to fix them.
 Thread spinning: an intra-op thread that finishes its share of a parallel section spins (busy-waits) for the
 next one, and after a run for a while longer. Alone on a machine that saves wake-up latency; next to the
 broker, ingest's decoders and this worker's own JPEG decode threads it burns the cores they need (bench:
-`bench/bench_detect.py --spin-wait`, docs/operations.md "Capacity"), so `detect.spin_wait` defaults to off.
+bench/bench_detect.py and bench_pipeline.py, docs/operations.md "Capacity"); `detect.spin_wait` picks.
+(The words avoid YAML 1.1's booleans: an unquoted `off` or `on` in a config file would read as false / true.)
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from vigil.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-SpinWait = Literal["off", "during_run", "on"]
+SpinWait = Literal["never", "during_run", "always"]
 Precision = Literal["fp32", "fp16"]
-IoBindingMode = Literal["auto", "on", "off"]
+IoBindingMode = Literal["auto", "always", "never"]
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -38,9 +39,9 @@ AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 GPU_PROVIDERS = frozenset({PROVIDER_NAMES["tensorrt"], PROVIDER_NAMES["cuda"]})
 # Session config entries per `detect.spin_wait` (ONNX Runtime's onnxruntime_session_options_config_keys.h).
 SPIN_ENTRIES: dict[SpinWait, dict[str, str]] = {
-    "off": {"session.intra_op.allow_spinning": "0"},
+    "never": {"session.intra_op.allow_spinning": "0"},
     "during_run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
-    "on": {"session.intra_op.allow_spinning": "1"},
+    "always": {"session.intra_op.allow_spinning": "1"},
 }
 
 
@@ -50,7 +51,7 @@ class RuntimeOptions:
 
     providers: tuple[str, ...] = ("auto",)
     intra_op_threads: int = 0
-    spin_wait: SpinWait = "off"
+    spin_wait: SpinWait = "never"
     precision: Precision = "fp32"
     io_binding: IoBindingMode = "auto"
     device_id: int = 0
@@ -122,7 +123,7 @@ def uses_io_binding(chosen: Sequence[str], options: RuntimeOptions) -> bool:
     """`auto`: IOBinding on a GPU provider (input copied once, output bound on the device), plain run on CPU."""
     if options.io_binding == "auto":
         return chosen[0] in GPU_PROVIDERS
-    return options.io_binding == "on"
+    return options.io_binding == "always"
 
 
 def preload_gpu_libraries() -> None:

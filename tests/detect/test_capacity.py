@@ -42,7 +42,7 @@ def yolox() -> Detector:
 # ---------------------------------------------------------------------------------------------- session options
 
 
-@pytest.mark.parametrize("mode", ["off", "during_run", "on"])
+@pytest.mark.parametrize("mode", ["never", "during_run", "always"])
 def test_spin_wait_reaches_the_session_options(mode: str) -> None:
     path = Registry().get("yolox_nano").onnx_path
     session = create_session(path, options=RuntimeOptions(("cpu",), 1, mode))  # type: ignore[arg-type]
@@ -50,7 +50,7 @@ def test_spin_wait_reaches_the_session_options(mode: str) -> None:
     for key, value in SPIN_ENTRIES[mode].items():  # type: ignore[index]
         assert options.get_session_config_entry(key) == value
     allowed = options.get_session_config_entry("session.intra_op.allow_spinning")
-    assert allowed == ("0" if mode == "off" else "1")
+    assert allowed == ("0" if mode == "never" else "1")
 
 
 def test_config_carries_runtime_options_to_the_detector(tmp_path: object) -> None:
@@ -64,8 +64,8 @@ def test_config_carries_runtime_options_to_the_detector(tmp_path: object) -> Non
 def test_provider_and_io_binding_selection() -> None:
     auto = RuntimeOptions()
     assert not uses_io_binding([CPU], auto) and uses_io_binding([CUDA, CPU], auto) and uses_io_binding([TRT], auto)
-    assert uses_io_binding([CPU], RuntimeOptions(io_binding="on"))
-    assert not uses_io_binding([CUDA], RuntimeOptions(io_binding="off"))
+    assert uses_io_binding([CPU], RuntimeOptions(io_binding="always"))
+    assert not uses_io_binding([CUDA], RuntimeOptions(io_binding="never"))
     fp16 = RuntimeOptions(precision="fp16", device_id=1)
     assert wants_fp16_graph([CUDA, CPU], fp16) and not wants_fp16_graph([TRT, CUDA], fp16)
     assert not wants_fp16_graph([CPU], fp16) and not wants_fp16_graph([CUDA], auto)
@@ -80,8 +80,8 @@ def test_io_binding_gives_the_plain_run_s_output(yolox: Detector) -> None:
     """IOBinding works on CPU too: the bound runner and session.run agree bit for bit on a real frame."""
     frame = read_frames(count=1)[0]
     tensor = yolox.preprocess([frame]).tensor
-    bound = make_runner(yolox.session, RuntimeOptions(io_binding="on"))
-    plain = make_runner(yolox.session, RuntimeOptions(io_binding="off"))
+    bound = make_runner(yolox.session, RuntimeOptions(io_binding="always"))
+    plain = make_runner(yolox.session, RuntimeOptions(io_binding="never"))
     assert bound is not plain
     np.testing.assert_array_equal(bound(tensor), plain(tensor))
 

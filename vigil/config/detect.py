@@ -62,10 +62,10 @@ class DetectConfig(Section):
         title="ONNX Runtime execution providers in order of preference; auto picks the best available",
     )
     intra_op_threads: int = Field(0, ge=0, le=256, title="ONNX Runtime intra-op threads (0: one per core)")
-    spin_wait: Literal["off", "during_run", "on"] = Field(
-        "off",
-        title="Busy-waiting of idle ONNX Runtime intra-op threads: off (they sleep, leaving the cores to the broker, "
-        "ingest and JPEG decoding), during_run (spin within an inference, stop after it), on (ONNX Runtime's "
+    spin_wait: Literal["never", "during_run", "always"] = Field(
+        "never",
+        title="Busy-waiting of idle ONNX Runtime intra-op threads: never (they sleep, leaving the cores to the broker, "
+        "ingest and JPEG decoding), during_run (spin within an inference, stop after it), always (ONNX Runtime's "
         "default: also spin after each inference)",
     )
     precision: Literal["fp32", "fp16"] = Field(
@@ -73,7 +73,7 @@ class DetectConfig(Section):
         title="Arithmetic on a GPU provider: fp16 converts the graph (cuda) or builds an fp16 engine (tensorrt); "
         "the CPU provider always runs fp32",
     )
-    io_binding: Literal["auto", "on", "off"] = Field(
+    io_binding: Literal["auto", "always", "never"] = Field(
         "auto",
         title="Run through ONNX Runtime IOBinding (a batch is copied to the device once, its outputs are read once): "
         "auto uses it on GPU providers only",
