@@ -150,7 +150,9 @@ class Bench:
         parse_config(path.read_text(), str(path), {})  # refuse a bad --set before running anything
         return path
 
-    def run_stack(self, config: Path, workers: int | None = None, tree: str | None = None) -> list[tuple[int, float]]:
+    def run_stack(
+        self, config: Path, workers: int | None = None, tree: str | None = None
+    ) -> list[tuple[int, dict[str, float]]]:
         """Run the stack to the end; returns (wall ns, CPU seconds used so far by the stack and the broker),
         sampled every 0.2 s, so a window's CPU cost can be read off whatever else the machine runs."""
         env = dict(os.environ)
@@ -161,9 +163,11 @@ class Bench:
              str(workers or self.workers), "--progress-every", "30"],
             cwd=self.work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
         )  # fmt: skip
-        samples: list[tuple[int, float]] = []
+        samples: list[tuple[int, dict[str, float]]] = []
         while process.poll() is None:
-            samples.append((time.time_ns(), tree_cpu_s(process.pid) + tree_cpu_s(self.broker_pid)))
+            samples.append(
+                (time.time_ns(), tree_cpu_s(process.pid) | {"broker": sum(tree_cpu_s(self.broker_pid).values())})
+            )
             time.sleep(0.2)
         if process.returncode != 0:
             raise SystemExit(f"vigil up failed (exit {process.returncode}) on {config}")
@@ -190,10 +194,11 @@ def spread_ids(count: int, partitions: int) -> list[str]:
     return ids
 
 
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of process `root` and all its descendants alive now, from /proc."""
+def tree_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of process `root` and its descendants alive now, from /proc, by role: the
+    vigil subcommand of each process (`ingest`, `detect`, `alerts`, `up`), `java` for the broker."""
     if root <= 0:
-        return 0.0
+        return {}
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -203,21 +208,35 @@ def tree_cpu_s(root: int) -> float:
         except OSError:
             continue  # gone meanwhile
         stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    total, frontier = 0.0, [root]
+    roles: dict[str, float] = {}
+    frontier = [root]
     while frontier:
         pid = frontier.pop()
-        if pid in stats:
-            total += stats[pid][1]
-            frontier += [child for child, (parent, _) in stats.items() if parent == pid]
-    return total
+        if pid not in stats:
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        role = next((w for w in words if w in ("ingest", "detect", "alerts", "web", "up")), Path(words[0]).name)
+        roles[role] = roles.get(role, 0.0) + stats[pid][1]
+        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
+    return roles
 
 
-def cpu_ms_per_frame(samples: list[tuple[int, float]], records: list[DetectionsRecord]) -> float:
-    """CPU of the stack + broker between the first and the last detections record, per frame in between."""
+def cpu_ms_per_frame(samples: list[tuple[int, dict[str, float]]], records: list[DetectionsRecord]) -> dict[str, float]:
+    """CPU ms per frame between the first and the last detections record, by role and in `total`."""
     produced = sorted(r.produced_ns for r in records)
-    times, cpu = np.array([t for t, _ in samples], np.float64), np.array([c for _, c in samples])
-    used = np.interp(produced[-1], times, cpu) - np.interp(produced[0], times, cpu)
-    return float(used * 1000 / max(1, len(produced) - 1))
+    times = np.array([t for t, _ in samples], np.float64)
+    roles = sorted({role for _, cpu in samples for role in cpu})
+    result = {}
+    for role in roles:
+        cpu = np.array([c.get(role, 0.0) for _, c in samples])
+        used = np.interp(produced[-1], times, cpu) - np.interp(produced[0], times, cpu)
+        result[role] = float(used * 1000 / max(1, len(produced) - 1))
+    result["total"] = sum(result.values())
+    return result
 
 
 def topic_records(config: VigilConfig, topic: str) -> list[Any]:
@@ -394,6 +413,7 @@ def main() -> int:
         )
         best: dict[int, float] = {}
         cpu_best: dict[int, float] = {}
+        cpu_roles: dict[int, dict[str, float]] = {}
         last: VigilConfig | None = None
         for round_ in range(args.rounds):
             for index, value in enumerate(variants):
@@ -407,12 +427,14 @@ def main() -> int:
                 path = bench.config(busy, False, 25, False, extra)
                 samples = bench.run_stack(path, workers, tree)
                 fps, records = throughput(load(path))
-                cpu_ms = cpu_ms_per_frame(samples, records)
+                cpu = cpu_ms_per_frame(samples, records)
                 best[index] = max(best.get(index, 0.0), fps)
-                cpu_best[index] = min(cpu_best.get(index, 1e9), cpu_ms)
+                if cpu["total"] < cpu_best.get(index, 1e9):
+                    cpu_best[index], cpu_roles[index] = cpu["total"], cpu
                 label = f"{key}={value}" if args.compare else "defaults"
+                parts = ", ".join(f"{role} {ms:.1f}" for role, ms in cpu.items() if role != "total" and ms >= 0.05)
                 print(f"  round {round_ + 1}: {label}: {fps:.1f} frames/s over {len(records)} frames, "
-                      f"{cpu_ms:.1f} CPU ms/frame (stack + broker) (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+                      f"{cpu['total']:.1f} CPU ms/frame ({parts}) (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
                 if index == 0:
                     last = load(path)
         assert last is not None
@@ -442,6 +464,7 @@ def main() -> int:
         figures |= {"pipeline_fps": round(pipeline_fps, 2), "alone_fps": round(alone, 2), "bare_fps": round(bare, 2),
                     "pipeline_vs_alone": round(pipeline_fps / alone, 3), "cameras_5fps": round(pipeline_fps / 5, 2),
                     "frigate_rule_cameras": round(bare / 5, 2), "cpu_ms_per_frame": round(cpu_best[0], 2),
+                    "cpu_ms_per_frame_by_process": {r: round(v, 2) for r, v in cpu_roles[0].items()},
                     "cameras_5fps_by_cpu": round(cpu_cameras, 2),
                     "frigate_rule_cameras_by_cpu": round(cores * bare_cpu_fps / 5, 2),
                     "cameras_vs_frigate_rule": round(pipeline_fps / bare, 3)}  # fmt: skip
@@ -452,7 +475,7 @@ def main() -> int:
             path = bench.config(scene, False, 25, True, [])
             samples = bench.run_stack(path)
             idle_fps, records = throughput(load(path))
-            idle_cpu = cpu_ms_per_frame(samples, records)
+            idle_cpu = cpu_ms_per_frame(samples, records)["total"]
             reused = sum(r.reused_from is not None for r in records)
             print(f"idle 80 % scene (labelled as such): {idle_fps:.1f} frames/s = {idle_fps / 5:.1f} cameras at 5 fps; "
                   f"{idle_cpu:.1f} CPU ms/frame = {cores * 1000 / idle_cpu / 5:.1f} cameras with the cores to itself; "
