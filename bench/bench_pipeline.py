@@ -194,9 +194,9 @@ def spread_ids(count: int, partitions: int) -> list[str]:
     return ids
 
 
-def tree_cpu_s(root: int) -> dict[str, float]:
-    """CPU seconds (user + system) of process `root` and its descendants alive now, from /proc, by role: the
-    vigil subcommand of each process (`ingest`, `detect`, `alerts`, `up`), `java` for the broker."""
+def tree_cpu_s(root: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of process `root` and each descendant alive now, from /proc, with its role:
+    the vigil subcommand it runs (`ingest`, `detect`, `alerts`, `up`), else its program's name."""
     if root <= 0:
         return {}
     stats: dict[int, tuple[int, float]] = {}
@@ -208,7 +208,7 @@ def tree_cpu_s(root: int) -> dict[str, float]:
         except OSError:
             continue  # gone meanwhile
         stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    roles: dict[str, float] = {}
+    result: dict[int, tuple[str, float]] = {}
     frontier = [root]
     while frontier:
         pid = frontier.pop()
@@ -220,9 +220,9 @@ def tree_cpu_s(root: int) -> dict[str, float]:
             continue
         words = [a.decode(errors="replace") for a in argv]
         role = next((w for w in words if w in ("ingest", "detect", "alerts", "web", "up")), Path(words[0]).name)
-        roles[role] = roles.get(role, 0.0) + stats[pid][1]
+        result[pid] = (role, stats[pid][1])
         frontier += [child for child, (parent, _) in stats.items() if parent == pid]
-    return roles
+    return result
 
 
 def cpu_ms_per_frame(samples: list[tuple[int, dict[str, float]]], records: list[DetectionsRecord]) -> dict[str, float]:
