@@ -112,7 +112,11 @@ class YoloxDecoder:
         confidence = rows[np.arange(len(rows)), 5 + class_id] * rows[:, 4]
         passed = confidence > conf_threshold
         image, anchor, rows, class_id, confidence = (
-            image[passed], anchor[passed], rows[passed], class_id[passed], confidence[passed]
+            image[passed],
+            anchor[passed],
+            rows[passed],
+            class_id[passed],
+            confidence[passed],
         )
         raw = rows[:, :4]
         stride = self.stride[anchor]

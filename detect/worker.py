@@ -128,6 +128,7 @@ class Batch:
     stale: int = 0
     inference: Future[tuple[npt.NDArray[np.float32], float, float]] | None = None
     prepared_at: float = 0.0  # perf_counter when the tensor was ready
+    infer_started: float = 0.0  # perf_counter when its inference began (set by the inference thread)
 
     @property
     def detected(self) -> int:
@@ -209,6 +210,7 @@ class DetectWorker:
         self.inference_ms = 0.0  # wall time of every inference so far
         self.stale = 0
         self.reused = 0  # still frames published with their camera's last detections
+        self._frame_infer_s = 0.005  # the last batch's inference time per frame, to time polls while one runs
 
     # -- rebalance bookkeeping (called on the IO thread) --------------------------------------------
 
@@ -294,9 +296,13 @@ class DetectWorker:
             remaining = deadline - time.monotonic()
             if records and remaining <= 0:
                 break
-            # Idle: a short blocking poll so `stop` is noticed; while a batch infers, short polls so its end
-            # is noticed within a few ms.
-            timeout_ms = 200 if inflight is None else max(1, min(int(max(remaining, 0) * 1000), 5))
+            # Idle: a short blocking poll so `stop` is noticed. While a batch infers: until it should be done
+            # (its frames x the last per-frame time), so its end is noticed within a few ms with few polls.
+            if inflight is None:
+                timeout_ms = 200
+            else:
+                due = inflight.infer_started + inflight.detected * self._frame_infer_s - time.perf_counter()
+                timeout_ms = max(2, min(int(max(remaining, 0) * 1000), int(due * 1000) + 1))
             asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=prefetch - len(records))
             if not polled and inflight is None and time.monotonic() - asked < 0.01:
@@ -328,6 +334,7 @@ class DetectWorker:
                 kept.append((record, epoch))
             else:
                 self._note_dropped(TopicPartition(record.topic, record.partition), record.offset)
+                self._fetched_ns.pop((record.topic, record.partition, record.offset), None)
         return self._seek_back(kept)
 
     def _note_dropped(self, tp: TopicPartition, offset: int) -> None:
@@ -453,9 +460,10 @@ class DetectWorker:
         """(output, inference seconds, seconds the prepared batch waited for the inference thread)."""
         if batch.tensor is None:
             return np.empty((0,), np.float32), 0.0, 0.0
-        started = time.perf_counter()
+        started = batch.infer_started = time.perf_counter()
         output = self.detector.infer(batch.tensor)
         seconds = time.perf_counter() - started
+        self._frame_infer_s = seconds / max(1, batch.detected)
         self.inference_ms += seconds * 1000
         metrics.INFERENCE_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(batch.detected)
