@@ -1,14 +1,20 @@
 """Benchmark of the detection path (a script, not a test). Prints figures and ratios, all measured in this
 process on the same ONNX file and the same frames:
 
-* bare   — `session.run` at batch 1 on pre-made tensors (no decode, no pre/post-processing): the ceiling;
+* bare   — `session.run` at batch 1 on pre-made tensors (no decode, no pre/post-processing): the ceiling, once
+           with ONNX Runtime's default session options (spinning threads) and once with vigil's; the better
+           of the two is the baseline;
 * ultra  — ultralytics' `YOLO(onnx).predict` per frame (JPEG decode included, as for vigil);
 * vigil  — `Detector.stream` (JPEG decode + letterbox of the next batch overlapped with inference, decode, NMS)
-           at batch 1, 4 and 8;
+           at batch 1, 4 and 8 with the config's defaults, and at batch 4 with each other `detect.spin_wait`;
+* with `--size WxH` (frames upscaled from the footage, e.g. a 1920x1080 camera): vigil at batch 4 with
+  `detect.reduced_decode` off, against on (the default);
 * the peak RSS of a child process running only the vigil path (what a worker needs), and GFLOP/s achieved
   against the FLOPs counted from the ONNX graph (Conv/ConvInteger/MatMul/MatMulInteger/Gemm).
 
-    .venv/bin/python bench/bench_detect.py [--model yolov8n_int8] [--frames 48] [--threads 2]
+Ends with one JSON line: {"bench": "detect", "model", "vigil_vs_bare", "vigil_vs_ultralytics", ...}.
+
+    .venv/bin/python bench/bench_detect.py [--model yolov8n_int8] [--frames 48] [--threads 2] [--size 1920x1080]
 """
 
 from __future__ import annotations
@@ -29,18 +35,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detect.detector import Detector, Thresholds  # noqa: E402
+from detect.runtime import RuntimeOptions  # noqa: E402
 from models import ModelManifest, Registry  # noqa: E402
+from vigil.config import DetectConfig  # noqa: E402
 
 FOOTAGE = REPO.parent / "shared" / "data" / "footage" / "TUD-Stadtmitte" / "TUD-Stadtmitte.mp4"
 
 
-def jpeg_frames(count: int) -> list[bytes]:
+def jpeg_frames(count: int, size: tuple[int, int] | None = None) -> list[bytes]:
+    """The footage's first `count` frames as JPEG (quality 85, as ingest publishes), resized to `size`."""
     capture = cv2.VideoCapture(str(FOOTAGE))
     frames: list[bytes] = []
     while len(frames) < count:
         ok, frame = capture.read()
         if not ok:
             break
+        if size is not None:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
         frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
     capture.release()
     return frames
@@ -89,7 +100,7 @@ def vigil_fps(detector: Detector, jpegs: list[bytes], batch: int) -> float:
 
 
 def rss_child(model: str, threads: int, frames: int) -> None:
-    detector = Detector.load(Registry().get(model), intra_op_threads=threads)
+    detector = Detector.load(Registry().get(model), options=RuntimeOptions(intra_op_threads=threads))
     jpegs = jpeg_frames(frames)
     vigil_fps(detector, jpegs, 8)
     # VmHWM, not ru_maxrss: on Linux ru_maxrss survives fork+exec, so a child would report its parent's peak.
@@ -105,6 +116,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--size", help="resize the footage's frames to WxH first (e.g. 1920x1080)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -112,20 +124,42 @@ def main() -> int:
         return 0
     print(f"load: {os.getloadavg()} on {os.cpu_count()} cores (other processes share them)")
     manifest = Registry().get(args.model)
-    detector = Detector.load(manifest, intra_op_threads=args.threads, thresholds=Thresholds(0.25, 0.7, 300))
-    jpegs = jpeg_frames(args.frames)
+    defaults = DetectConfig()
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+
+    def load(spin_wait: str) -> Detector:
+        options = RuntimeOptions(("cpu",), args.threads, spin_wait)  # type: ignore[arg-type]
+        return Detector.load(manifest, thresholds=Thresholds(0.25, 0.7, 300), options=options)
+
+    detector = load(defaults.spin_wait)
+    others = {mode: load(mode) for mode in ("never", "during_run", "always") if mode != defaults.spin_wait}
+    import onnxruntime as ort
+
+    plain = ort.SessionOptions()
+    plain.intra_op_num_threads = args.threads
+    ort_default = ort.InferenceSession(str(manifest.onnx_path), plain, providers=["CPUExecutionProvider"])
+    jpegs = jpeg_frames(args.frames, size)  # type: ignore[arg-type]
     images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
     tensors = [detector.preprocess([image]).tensor for image in images]
+    width, height = images[0].shape[1], images[0].shape[0]
     print(f"model {manifest.name} ({manifest.family}, input {manifest.input_size}, fixed batch "
-          f"{detector.fixed_batch}), {len(jpegs)} frames of {FOOTAGE.name}, {args.threads} threads")  # fmt: skip
+          f"{detector.fixed_batch}), {len(jpegs)} frames of {FOOTAGE.name} at {width}x{height}, {args.threads} "
+          f"threads, spin_wait {defaults.spin_wait} (default)")  # fmt: skip
     for _ in range(3):
         detector.infer(tensors[0])  # warm-up
+        ort_default.run(None, {detector.input_name: tensors[0]})
 
-    def bare() -> None:
-        for tensor in tensors:
-            detector.session.run(None, {detector.input_name: tensor})
+    def bare(session: ort.InferenceSession) -> Callable[[], float]:
+        def run() -> None:
+            for tensor in tensors:
+                session.run(None, {detector.input_name: tensor})
 
-    variants: list[tuple[str, Callable[[], float]]] = [("bare session.run b1", lambda: time_it(bare, len(tensors)))]
+        return lambda: time_it(run, len(tensors))
+
+    variants: list[tuple[str, Callable[[], float]]] = [
+        ("bare, ORT defaults", bare(ort_default)),
+        ("bare, vigil options", bare(detector.session)),
+    ]
     # ultralytics' predict decodes only its own output format: it is the baseline for its own models.
     if manifest.family == "ultralytics":
         os.environ["YOLO_OFFLINE"] = "1"
@@ -141,20 +175,35 @@ def main() -> int:
 
         variants.append(("ultralytics predict", lambda: time_it(ultra, len(jpegs))))
     variants += [(f"vigil b{b}", lambda b=b: vigil_fps(detector, jpegs, b)) for b in (1, 4, 8)]  # type: ignore[misc]
+    variants += [(f"vigil b4 spin {m}", lambda d=d: vigil_fps(d, jpegs, 4)) for m, d in others.items()]  # type: ignore[misc]
+    reducible = detector.reduction(width, height) > 1
+    if reducible:
+
+        def full_decode() -> float:
+            detector.reduced_decode = False
+            try:
+                return vigil_fps(detector, jpegs, 4)
+            finally:
+                detector.reduced_decode = True
+
+        variants.append(("vigil b4 full decode", full_decode))
 
     results: dict[str, float] = {}
     # Interleave rounds so a burst of load from other processes hits every variant alike; keep the best.
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for name, fn in variants:
             results[name] = max(results.get(name, 0.0), fn())
-    base, ultra_fps = results["bare session.run b1"], results.get("ultralytics predict")
-    print(f"{'path':<22}{'frames/s':>10}{'x bare':>9}{'x ultralytics':>15}")
+        print(f"  round {round_ + 1}/{args.rounds} done (load {os.getloadavg()[0]:.1f})", flush=True)
+    base = max(results["bare, ORT defaults"], results["bare, vigil options"])
+    ultra_fps = results.get("ultralytics predict")
+    print(f"{'path':<24}{'frames/s':>10}{'x bare':>9}{'x ultralytics':>15}")
     for name, fps in results.items():
         versus = f"{fps / ultra_fps:>15.3f}" if ultra_fps else f"{'n/a':>15}"
-        print(f"{name:<22}{fps:>10.2f}{fps / base:>9.3f}{versus}")
+        print(f"{name:<24}{fps:>10.2f}{fps / base:>9.3f}{versus}")
+    best_vigil = max(results[f"vigil b{b}"] for b in (1, 4, 8))
     flops = graph_flops(manifest)
     print(f"graph FLOPs per frame: {flops / 1e9:.2f} GFLOP (Conv/MatMul/Gemm incl. integer ops)")
-    for name in ("bare session.run b1", "vigil b8"):
+    for name in ("bare, ORT defaults", "vigil b8"):
         achieved = flops * results[name] / 1e9
         print(f"achieved {name}: {achieved:.1f} GFLOP/s = {achieved / 190:.1%} of ~190 GFLOP/s fp32 peak (2 cores)")
     child = subprocess.run(
@@ -166,6 +215,22 @@ def main() -> int:
     print(f"peak RSS of a vigil-only process (batch 8): {info['max_rss_mb']:.0f} MB "
           f"(target < 600 MB; torch loaded: {info['torch_loaded']})")  # fmt: skip
     print(f"load after: {os.getloadavg()}")
+    figures: dict[str, object] = {
+        "bench": "detect",
+        "model": manifest.name,
+        "frame_size": f"{width}x{height}",
+        "bare_fps": round(base, 2),
+        "vigil_fps": round(best_vigil, 2),
+        "vigil_vs_bare": round(best_vigil / base, 3),
+        "vigil_vs_ultralytics": round(best_vigil / ultra_fps, 3) if ultra_fps else None,
+        "spin_wait_default": defaults.spin_wait,
+        **{f"b4_spin_{m}_vs_default": round(results[f"vigil b4 spin {m}"] / results["vigil b4"], 3) for m in others},
+        "reduced_decode_vs_full": round(results["vigil b4"] / results["vigil b4 full decode"], 3)
+        if reducible
+        else None,
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(figures))
     return 0
 
 

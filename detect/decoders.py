@@ -65,14 +65,15 @@ class UltralyticsDecoder:
                 f"UltralyticsDecoder expected output shape {self.expected_shape()}, got {list(output.shape)}"
             )
         scores_all = output[:, 4:, :]  # (B, C, N)
-        class_id = scores_all.argmax(axis=1)  # (B, N)
-        confidence = np.take_along_axis(scores_all, class_id[:, None, :], axis=1)[:, 0, :]
-        image, anchor = np.nonzero(confidence > conf_threshold)
+        best = scores_all.max(axis=1)  # (B, N)
+        image, anchor = np.nonzero(best > conf_threshold)
+        # The class of the few candidates only (argmax over every anchor costs as much as the max itself).
+        class_id = scores_all[image, :, anchor].argmax(axis=1)
         boxes = output[image, :4, anchor]  # (K, 4) cx, cy, w, h
         return Candidates(
             xyxy=_cxcywh_to_xyxy(boxes),
-            confidence=confidence[image, anchor].astype(np.float32),
-            class_id=class_id[image, anchor].astype(np.int32),
+            confidence=best[image, anchor].astype(np.float32),
+            class_id=class_id.astype(np.int32),
             image=image.astype(np.int32),
         )
 
@@ -103,18 +104,28 @@ class YoloxDecoder:
     def __call__(self, output: npt.NDArray[np.float32], conf_threshold: float) -> Candidates:
         if output.ndim != 3 or not self.accepts(output.shape):
             raise ModelError(f"YoloxDecoder expected output shape {self.expected_shape()}, got {list(output.shape)}")
-        scores_all = output[:, :, 5:]  # (B, N, C)
-        class_id = scores_all.argmax(axis=2)
-        confidence = np.take_along_axis(scores_all, class_id[:, :, None], axis=2)[:, :, 0] * output[:, :, 4]
-        image, anchor = np.nonzero(confidence > conf_threshold)
-        raw = output[image, anchor, :4]
+        # score = objectness x class score, both sigmoids, so it never exceeds the objectness: the anchors whose
+        # objectness passes the threshold are the only candidates (a few dozen of 3549), exactly.
+        image, anchor = np.nonzero(output[:, :, 4] > conf_threshold)
+        rows = output[image, anchor]  # (K, 5 + C)
+        class_id = rows[:, 5:].argmax(axis=1)
+        confidence = rows[np.arange(len(rows)), 5 + class_id] * rows[:, 4]
+        passed = confidence > conf_threshold
+        image, anchor, rows, class_id, confidence = (
+            image[passed],
+            anchor[passed],
+            rows[passed],
+            class_id[passed],
+            confidence[passed],
+        )
+        raw = rows[:, :4]
         stride = self.stride[anchor]
         centre = (raw[:, :2] + self.grid[anchor]) * stride
         size = np.exp(raw[:, 2:4]) * stride
         return Candidates(
             xyxy=_cxcywh_to_xyxy(np.concatenate([centre, size], axis=1)),
-            confidence=confidence[image, anchor].astype(np.float32),
-            class_id=class_id[image, anchor].astype(np.int32),
+            confidence=confidence.astype(np.float32),
+            class_id=class_id.astype(np.int32),
             image=image.astype(np.int32),
         )
 

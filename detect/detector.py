@@ -19,13 +19,13 @@ import onnxruntime as ort
 from detect.decoders import UltralyticsDecoder, YoloxDecoder, make_decoder
 from detect.nms import batched_nms
 from detect.preprocess import Letterbox, LetterboxPreprocessor, PreparedBatch
-from detect.runtime import create_session
+from detect.runtime import RuntimeOptions, create_session, make_runner
 from models import ModelManifest, Registry
 from models.onnx_errors import ORT_ERRORS
 from vigil.config import DetectConfig
 from vigil.detections import Detections
 from vigil.errors import ModelError
-from vigil.imaging import DEFAULT_MAX_PIXELS, decode_image
+from vigil.imaging import DEFAULT_MAX_PIXELS, ImageInfo, decode_image, probe_image, reduction_for
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Detector:
         decoder: UltralyticsDecoder | YoloxDecoder,
         thresholds: Thresholds = Thresholds(),
         class_names: Sequence[str] | None = None,
+        options: RuntimeOptions | None = None,
+        reduced_decode: bool = True,
     ) -> None:
         self.manifest = manifest
         self.session = session
@@ -57,6 +59,10 @@ class Detector:
         self.preprocessor = LetterboxPreprocessor(
             manifest.input_size, manifest.channel_order, manifest.scale, manifest.letterbox, manifest.pad_value
         )
+        self.options = options or RuntimeOptions()
+        self.runner = make_runner(session, self.options)
+        # JPEG frames at least twice the letterboxed input are decoded at 1/2, 1/4 or 1/8 in the DCT domain.
+        self.reduced_decode = reduced_decode
         model_input = session.get_inputs()[0]
         self.input_name: str = model_input.name
         batch_dim = model_input.shape[0]
@@ -74,9 +80,13 @@ class Detector:
         thresholds: Thresholds = Thresholds(),
         class_names: Sequence[str] | None = None,
         verify_hash: bool = True,
+        options: RuntimeOptions | None = None,
+        reduced_decode: bool = True,
     ) -> Detector:
+        """`options` (threads, spinning, precision, IOBinding) supersedes `providers` and `intra_op_threads`."""
         path = Registry.check_file(manifest, verify_hash=verify_hash)
-        session = create_session(path, providers, intra_op_threads)
+        options = options or RuntimeOptions(tuple(providers), intra_op_threads)
+        session = create_session(path, options=options)
         names = tuple(class_names or manifest.class_names)
         if class_names and len(class_names) != len(manifest.class_names):
             raise ModelError(
@@ -102,7 +112,7 @@ class Detector:
         decoder = make_decoder(
             manifest.family, tuple(output.shape), len(names), manifest.input_size, manifest.strides, manifest.name
         )
-        return cls(manifest, session, decoder, thresholds, names)
+        return cls(manifest, session, decoder, thresholds, names, options, reduced_decode)
 
     @classmethod
     def from_config(
@@ -127,10 +137,17 @@ class Detector:
         )
         return cls.load(
             manifest,
-            providers=config.providers,
-            intra_op_threads=config.intra_op_threads,
             thresholds=thresholds,
             class_names=config.class_names,
+            options=RuntimeOptions(
+                tuple(config.providers),
+                config.intra_op_threads,
+                config.spin_wait,
+                config.precision,
+                config.io_binding,
+                config.device_id,
+            ),
+            reduced_decode=config.reduced_decode,
         )
 
     # ---------------------------------------------------------------------------------------- steps
@@ -143,18 +160,25 @@ class Detector:
     def preprocess(self, images: Sequence[npt.NDArray[np.uint8]]) -> PreparedBatch:
         return self.preprocessor(list(images))
 
+    def reduction(self, width: int, height: int) -> int:
+        """The JPEG DCT-domain downscale (1, 2, 4, 8) for a frame of `width` x `height`: the largest that still
+        covers the letterboxed input, so only frames at least twice its size are reduced; 1 when off."""
+        if not self.reduced_decode:
+            return 1
+        box = self.preprocessor.fit(width, height)
+        return reduction_for(ImageInfo("jpeg", width, height), box.new_w, box.new_h)
+
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded)."""
         if self.fixed_batch is None:
-            result: npt.NDArray[np.float32] = self.session.run(None, {self.input_name: tensor})[0]
-            return result
+            return self.runner(tensor)
         n, size = tensor.shape[0], self.fixed_batch
         outputs = []
         for start in range(0, n, size):
             chunk = tensor[start : start + size]
             if chunk.shape[0] < size:
                 chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self.session.run(None, {self.input_name: chunk})[0])
+            outputs.append(self.runner(chunk))
         return np.concatenate(outputs)[:n]
 
     def postprocess(self, output: npt.NDArray[np.float32], prepared: PreparedBatch) -> list[Detections]:
@@ -190,13 +214,16 @@ class Detector:
         over `max_pixels`, raise `ContractError`."""
         with ThreadPoolExecutor(decode_threads, thread_name_prefix="detect-prep") as pool:
 
-            def place(encoded: bytes, canvas: npt.NDArray[np.uint8]) -> Letterbox:
-                return self.preprocessor.place(decode_image(encoded, max_pixels), canvas)
+            def place(encoded: bytes, out: npt.NDArray[np.float32]) -> Letterbox:
+                info = probe_image(encoded)
+                box = self.preprocessor.fit(info.width, info.height)
+                image = decode_image(encoded, max_pixels, reduce=self.reduction(info.width, info.height))
+                return self.preprocessor.place(image, out, box)
 
             def prepare(encoded: Sequence[bytes]) -> PreparedBatch:
-                canvas = self.preprocessor.canvas(len(encoded))
-                boxes = tuple(pool.map(lambda i: place(encoded[i], canvas[i]), range(len(encoded))))
-                return PreparedBatch(self.preprocessor.to_tensor(canvas), boxes)
+                tensor = self.preprocessor.tensor(len(encoded))
+                boxes = tuple(pool.map(lambda i: place(encoded[i], tensor[i]), range(len(encoded))))
+                return PreparedBatch(tensor, boxes)
 
             with ThreadPoolExecutor(1, thread_name_prefix="detect-prefetch") as prefetch:
                 iterator = iter(batches)

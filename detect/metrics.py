@@ -9,6 +9,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 FRAMES = Counter("vigil_detect_frames_total", "Frame records consumed from the frames topic")
 DETECTED = Counter("vigil_detect_detected_frames_total", "Frames run through the model and published")
+STILL_REUSED = Counter(
+    "vigil_detect_still_reused_total",
+    "Still frames (no motion) published with their camera's last detections instead of running the model",
+)
 DROPPED_STALE = Counter(
     "vigil_detect_dropped_stale_total", "Frames skipped because they were older than detect.max_age_s"
 )

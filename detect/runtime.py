@@ -1,11 +1,23 @@
-"""ONNX Runtime sessions: provider choice, threads, and loading errors that say how to fix them."""
+"""ONNX Runtime sessions: provider choice, threads and spinning, precision, IOBinding, and loading errors that
+say how to fix them.
+
+Thread spinning: an intra-op thread that finishes its share of a parallel section spins (busy-waits) for the
+next one, and after a run for a while longer. Alone on a machine that saves wake-up latency; next to the
+broker, ingest's decoders and this worker's own JPEG decode threads it burns the cores they need (bench:
+bench/bench_detect.py and bench_pipeline.py, docs/operations.md "Capacity"); `detect.spin_wait` picks.
+(The words avoid YAML 1.1's booleans: an unquoted `off` or `on` in a config file would read as false / true.)
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from models.onnx_errors import ORT_ERRORS
@@ -13,6 +25,9 @@ from vigil.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+SpinWait = Literal["never", "during_run", "always"]
+Precision = Literal["fp32", "fp16"]
+IoBindingMode = Literal["auto", "always", "never"]
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -21,6 +36,25 @@ PROVIDER_NAMES = {
 }
 # `auto` tries these, best first.
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+GPU_PROVIDERS = frozenset({PROVIDER_NAMES["tensorrt"], PROVIDER_NAMES["cuda"]})
+# Session config entries per `detect.spin_wait` (ONNX Runtime's onnxruntime_session_options_config_keys.h).
+SPIN_ENTRIES: dict[SpinWait, dict[str, str]] = {
+    "never": {"session.intra_op.allow_spinning": "0"},
+    "during_run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+    "always": {"session.intra_op.allow_spinning": "1"},
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a model's session is built; `DetectConfig` carries the same fields (`RuntimeOptions.of(config)`)."""
+
+    providers: tuple[str, ...] = ("auto",)
+    intra_op_threads: int = 0
+    spin_wait: SpinWait = "never"
+    precision: Precision = "fp32"
+    io_binding: IoBindingMode = "auto"
+    device_id: int = 0
 
 
 def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
@@ -46,10 +80,77 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     if not chosen:
         raise ModelError(
             f"none of the execution providers {list(requested)} is available (this onnxruntime offers "
-            f"{', '.join(available)}); install onnxruntime-gpu (`pip install vigil[gpu]`) for cuda/tensorrt, "
-            "or set detect.providers: [auto] or [cpu]"
+            f"{', '.join(available)}); install onnxruntime-gpu (`pip install 'vigil[gpu-cu12]'` on CUDA 12 "
+            "hosts, 'vigil[gpu-cu13]' on CUDA 13) for cuda/tensorrt, or set detect.providers: [auto] or [cpu]"
         )
     return chosen
+
+
+def session_options(options: RuntimeOptions) -> ort.SessionOptions:
+    """Threads, spinning and graph optimisation of one worker's session."""
+    session = ort.SessionOptions()
+    session.intra_op_num_threads = options.intra_op_threads
+    # One graph runs at a time per worker; parallelism comes from intra-op threads and the decode pool.
+    session.inter_op_num_threads = 1
+    session.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session.log_severity_level = 3
+    for key, value in SPIN_ENTRIES[options.spin_wait].items():
+        session.add_session_config_entry(key, value)
+    return session
+
+
+def provider_options(chosen: Sequence[str], options: RuntimeOptions) -> list[dict[str, str]]:
+    """Per-provider options: the GPU's device id, TensorRT's own fp16 switch (CUDA runs an fp16 graph instead)."""
+    result: list[dict[str, str]] = []
+    for name in chosen:
+        if name == PROVIDER_NAMES["tensorrt"]:
+            result.append({"device_id": str(options.device_id), "trt_fp16_enable": str(options.precision == "fp16")})
+        elif name == PROVIDER_NAMES["cuda"]:
+            result.append({"device_id": str(options.device_id)})
+        else:
+            result.append({})
+    return result
+
+
+def wants_fp16_graph(chosen: Sequence[str], options: RuntimeOptions) -> bool:
+    """Whether the graph itself is converted to fp16: on the CUDA provider only (TensorRT builds its own fp16
+    engine from the fp32 graph; CPU kernels are fp32, where fp16 would only add casts)."""
+    return options.precision == "fp16" and chosen[0] == PROVIDER_NAMES["cuda"]
+
+
+def uses_io_binding(chosen: Sequence[str], options: RuntimeOptions) -> bool:
+    """`auto`: IOBinding on a GPU provider (input copied once, output bound on the device), plain run on CPU."""
+    if options.io_binding == "auto":
+        return chosen[0] in GPU_PROVIDERS
+    return options.io_binding == "always"
+
+
+def preload_gpu_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (the gpu-cu12 / gpu-cu13 extras) before the first GPU
+    session, so no system CUDA install or LD_LIBRARY_PATH is needed; a no-op on CPU builds."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except (OSError, RuntimeError) as exc:  # a system CUDA install may still serve
+        log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", exc)
+
+
+def fp16_model(path: Path) -> bytes:
+    """The model at `path` with its weights and arithmetic in fp16, inputs and outputs left fp32 (needs the
+    `onnx` package, which the gpu extras install)."""
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise ModelError(
+            "detect.precision: fp16 on the CUDA provider converts the graph with the onnx package; install the "
+            "gpu extra (`pip install 'vigil[gpu-cu12]'`) or set detect.precision: fp32"
+        ) from exc
+    converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    return bytes(converted.SerializeToString())
 
 
 def create_session(
@@ -57,24 +158,61 @@ def create_session(
     providers: Sequence[str] = ("auto",),
     intra_op_threads: int = 0,
     available: Sequence[str] | None = None,
+    options: RuntimeOptions | None = None,
 ) -> ort.InferenceSession:
-    """Load `path` with the chosen providers; a missing or corrupt file becomes a `ModelError` with the fix."""
+    """Load `path` with the chosen providers; a missing or corrupt file becomes a `ModelError` with the fix.
+    `options` (when given) supersedes `providers` and `intra_op_threads`."""
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check detect.model / the manifest's path")
-    chosen = choose_providers(providers, ort.get_available_providers() if available is None else available)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    # One graph runs at a time per worker; parallelism comes from intra-op threads and the decode pool.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options = options or RuntimeOptions(tuple(providers), intra_op_threads)
+    chosen = choose_providers(options.providers, ort.get_available_providers() if available is None else available)
+    if chosen[0] in GPU_PROVIDERS:
+        preload_gpu_libraries()
+    model: str | bytes = fp16_model(path) if wants_fp16_graph(chosen, options) else str(path)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        session = ort.InferenceSession(
+            model,
+            sess_options=session_options(options),
+            providers=chosen,
+            provider_options=provider_options(chosen, options),
+        )
     except ORT_ERRORS as exc:
         raise ModelError(
             f"cannot load model {path}: {str(exc).splitlines()[0][:300]}; the file is corrupt or not ONNX — "
             "restore it (check `vigil models verify`) or re-export it"
         ) from exc
-    log.info("model %s runs on %s (threads=%s)", path.name, session.get_providers()[0], intra_op_threads or "auto")
+    log.info(
+        "model %s runs on %s (threads=%s, spin_wait=%s, precision=%s)", path.name, session.get_providers()[0],
+        options.intra_op_threads or "auto", options.spin_wait, options.precision,
+    )  # fmt: skip
     return session
+
+
+def make_runner(
+    session: ort.InferenceSession, options: RuntimeOptions
+) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """`runner(tensor) -> first output`: plain `session.run`, or through IOBinding (see `uses_io_binding`)."""
+    input_name = session.get_inputs()[0].name
+    if not uses_io_binding(session.get_providers(), options):
+
+        def run(tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            result: npt.NDArray[np.float32] = session.run(None, {input_name: tensor})[0]
+            return result
+
+        return run
+    output_name = session.get_outputs()[0].name
+    device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
+    device_id = options.device_id if device == "cuda" else 0
+
+    def run_bound(tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # The whole batch goes to the device in one copy; intermediate and output tensors stay there until
+        # the output is copied back once (a binding per call: the worker's one inference thread and the
+        # HTTP API's request threads may share a session).
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(tensor, device, device_id))
+        binding.bind_output(output_name, device, device_id)
+        session.run_with_iobinding(binding)
+        result: npt.NDArray[np.float32] = binding.copy_outputs_to_cpu()[0]
+        return result
+
+    return run_bound

@@ -39,8 +39,10 @@ from kafka.structs import OffsetAndMetadata
 from detect import metrics
 from detect.detector import Detector
 from detect.preprocess import Letterbox, PreparedBatch
+from detect.stationary import StillFramePlanner
 from vigil.config import VigilConfig
 from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
+from vigil.detections import Detections
 from vigil.errors import ContractError, KafkaUnavailableError
 from vigil.imaging import BoundedDecoder, ImageSizeMismatchError, OversizedImageError
 from vigil.kafka import DeadLetterPublisher, subscribe
@@ -100,15 +102,18 @@ class FrameGate:
         return now_ns - meta.capture_ns > self.max_age_ns
 
 
-@dataclass
+@dataclass(eq=False)
 class Frame:
-    """A record that passed triage and was decoded and placed into the batch canvas."""
+    """A record that passed triage: decoded into row `slot` of the batch tensor, or (`box` None) a still frame
+    that reuses its camera's last detections (`detect.stationary`)."""
 
     record: KafkaRecord
     meta: FrameMeta
-    box: Letterbox
-    decode_ms: float
-    queue_wait_ms: float
+    box: Letterbox | None
+    slot: int = -1
+    decode_ms: float = 0.0
+    queue_wait_ms: float = 0.0
+    batch_wait_ms: float = 0.0
 
 
 @dataclass
@@ -121,7 +126,14 @@ class Batch:
     tensor: npt.NDArray[np.float32] | None = None
     rejected: list[tuple[KafkaRecord, Rejection]] = field(default_factory=list)
     stale: int = 0
-    inference: Future[tuple[npt.NDArray[np.float32], float]] | None = None
+    inference: Future[tuple[npt.NDArray[np.float32], float, float]] | None = None
+    prepared_at: float = 0.0  # perf_counter when the tensor was ready
+    infer_started: float = 0.0  # perf_counter when its inference began (set by the inference thread)
+
+    @property
+    def detected(self) -> int:
+        """Frames run through the model."""
+        return sum(frame.box is not None for frame in self.frames)
 
     def next_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record of this batch (what to commit)."""
@@ -187,11 +199,18 @@ class DetectWorker:
         # at a time leaves the consumer's fetch pipeline empty between batches, so a poll takes all
         # that is ready and the rest waits here (checked against revocations like any gathered record).
         self._surplus: list[tuple[KafkaRecord, int]] = []
+        # When each gathered record was fetched (wall clock ns), for its batch_wait timing.
+        self._fetched_ns: dict[tuple[str, int, int], int] = {}
+        self.still = StillFramePlanner(self.cfg.stationary)
+        # Per camera, the last detections published from the model, for still frames that reuse them.
+        self._last: dict[str, tuple[FrameRef, Detections]] = {}
         self.published = 0
         self.batches = 0
         self.refetched = 0  # partitions sought back to records dropped at a rebalance
         self.inference_ms = 0.0  # wall time of every inference so far
         self.stale = 0
+        self.reused = 0  # still frames published with their camera's last detections
+        self._frame_infer_s = 0.005  # the last batch's inference time per frame, to time polls while one runs
 
     # -- rebalance bookkeeping (called on the IO thread) --------------------------------------------
 
@@ -218,6 +237,7 @@ class DetectWorker:
             "inference_ms": self.inference_ms,
             "dead_letters": float(self.dead_letters.count),
             "stale_dropped": float(self.stale),
+            "still_reused": float(self.reused),
         }
 
     def _current(self, tp: TopicPartition, epoch: int) -> bool:
@@ -236,7 +256,7 @@ class DetectWorker:
         ):
             inflight: Batch | None = None
             while not stop.is_set():
-                batch = self._gather(idle=inflight is None)
+                batch = self._gather(inflight)
                 if batch is None:
                     if inflight is not None:
                         self._finish(inflight)
@@ -254,32 +274,50 @@ class DetectWorker:
                 self._finish(inflight)
         log.info("detect worker stopped after %d batches, %d detections records", self.batches, self.published)
 
-    def _gather(self, idle: bool) -> Batch | None:
-        """Up to batch_size records, waiting at most max_wait_ms once something arrived."""
+    def _gather(self, inflight: Batch | None) -> Batch | None:
+        """Up to batch_size records. With the model idle a batch starts with what has arrived; while a batch
+        infers, gathering goes on until that batch is done (so its detections are published at once), the
+        batch is full, or max_wait_ms passed."""
         wanted = self.cfg.batch_size
         prefetch = max(wanted, self.config.kafka.consumer.max_poll_records)
         records = self._valid(self._surplus)
         self._surplus = []
         deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
+
+        def inflight_done() -> bool:
+            return inflight is None or inflight.inference is None or inflight.inference.done()
+
         while len(records) < wanted:
+            busy = not inflight_done()
+            if records and not busy:
+                break  # the model is free: start now rather than wait for companions
+            if inflight is not None and not busy:
+                break  # nothing new, the batch in flight is done: publish it
             remaining = deadline - time.monotonic()
-            waiting = bool(records) or not idle
-            if waiting and remaining <= 0:
+            if records and remaining <= 0:
                 break
-            # Idle: a short blocking poll so `stop` is noticed; otherwise only what is left of max_wait_ms.
-            timeout_ms = int(max(remaining, 0) * 1000) if waiting else 200
+            # Idle: a short blocking poll so `stop` is noticed. While a batch infers: until it should be done
+            # (its frames x the last per-frame time), so its end is noticed within a few ms with few polls.
+            if inflight is None:
+                timeout_ms = 200
+            else:
+                due = inflight.infer_started + inflight.detected * self._frame_infer_s - time.perf_counter()
+                timeout_ms = max(2, min(int(max(remaining, 0) * 1000), int(due * 1000) + 1))
             asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=prefetch - len(records))
-            if not polled and not waiting and time.monotonic() - asked < 0.01:
+            if not polled and inflight is None and time.monotonic() - asked < 0.01:
                 # kafka-python returns at once, not after the timeout, while it has no group
                 # coordinator: wait here instead of spinning a core until it finds one.
                 time.sleep(0.1)
+            fetched = time.time_ns()
             for tp, items in polled.items():
                 with self._lock:
                     epoch = self._epoch.get(tp, 0)
                 records.extend((item, epoch) for item in items)
+                for item in items:
+                    self._fetched_ns[(item.topic, item.partition, item.offset)] = fetched
             records = self._valid(records)
-            if not polled and not records:
+            if not polled and not records and inflight is None:
                 break
         if not records:
             return None
@@ -296,6 +334,7 @@ class DetectWorker:
                 kept.append((record, epoch))
             else:
                 self._note_dropped(TopicPartition(record.topic, record.partition), record.offset)
+                self._fetched_ns.pop((record.topic, record.partition, record.offset), None)
         return self._seek_back(kept)
 
     def _note_dropped(self, tp: TopicPartition, offset: int) -> None:
@@ -326,21 +365,37 @@ class DetectWorker:
         return records
 
     def _prepare(self, batch: Batch, pool: ThreadPoolExecutor) -> None:
-        """Triage, then decode + letterbox accepted frames in parallel into one canvas."""
+        """Triage, plan still frames, then decode + letterbox the others in parallel into the batch tensor."""
         now = self.clock_ns()
         metrics.FRAMES.inc(len(batch.records))
-        accepted: list[tuple[KafkaRecord, FrameMeta]] = []
+        accepted: list[Frame] = []
         stale: dict[str, int] = {}
         for record in batch.records:
             verdict = self.gate.check(record)
             if isinstance(verdict, Rejection):
                 batch.rejected.append((record, verdict))
+                if (camera := _camera_of(record)) is not None:
+                    self.still.broken(camera)
             elif self.gate.is_stale(verdict, now):
                 batch.stale += 1
                 stale[verdict.camera_id] = stale.get(verdict.camera_id, 0) + 1
+                self.still.broken(verdict.camera_id)
             else:
-                accepted.append((record, verdict))
                 metrics.QUEUE_AGE_SECONDS.observe(max(now - verdict.capture_ns, 0) / 1e9)
+                fetched = self._fetched_ns.pop((record.topic, record.partition, record.offset), now)
+                tp = TopicPartition(record.topic, record.partition)
+                reuse = self.still.reuse(verdict, (record.topic, record.partition, batch.epochs[tp]))
+                accepted.append(
+                    Frame(
+                        record,
+                        verdict,
+                        None if reuse else self.detector.preprocessor.fit(verdict.width, verdict.height),
+                        queue_wait_ms=max(now / 1e6 - record.timestamp, 0.0) if record.timestamp > 0 else 0.0,
+                        batch_wait_ms=max(now - fetched, 0) / 1e6,
+                    )
+                )
+        for record in batch.records:  # records of this batch that never reached triage's accept branch
+            self._fetched_ns.pop((record.topic, record.partition, record.offset), None)
         if batch.stale:
             metrics.DROPPED_STALE.inc(batch.stale)
             self.stale += batch.stale
@@ -350,78 +405,121 @@ class DetectWorker:
                     camera, count, self.cfg.max_age_s,
                 )  # fmt: skip
         pre = self.detector.preprocessor
-        canvas = pre.canvas(len(accepted))
+        todo = [frame for frame in accepted if frame.box is not None]
+        tensor = pre.tensor(len(todo))
+        for slot, frame in enumerate(todo):
+            frame.slot = slot
 
-        def place(index: int) -> tuple[Letterbox, float] | Rejection:
+        def place(frame: Frame) -> Rejection | None:
             started = time.perf_counter()
-            record, meta = accepted[index]
+            meta = frame.meta
             try:
-                with self.decoder.decoded(record.value, expect_wh=(meta.width, meta.height)) as image:
-                    box = pre.place(image, canvas[index])
+                reduce = self.detector.reduction(meta.width, meta.height)
+                # The size check is against the declared (full) size; `box` maps the reduced image back to it.
+                with self.decoder.decoded(
+                    frame.record.value, expect_wh=(meta.width, meta.height), reduce=reduce
+                ) as image:
+                    pre.place(image, tensor[frame.slot], frame.box)
                     del image  # freed before its decode slot is
             except (OversizedImageError, ImageSizeMismatchError) as exc:
                 return Rejection(exc.reason, f"{exc.reason}: {exc}")
             except ContractError as exc:
                 return Rejection("decode", str(exc))
-            return box, (time.perf_counter() - started) * 1000
+            frame.decode_ms = (time.perf_counter() - started) * 1000
+            return None
 
-        placed = list(pool.map(place, range(len(accepted))))
-        keep: list[int] = []
-        for index, ((record, meta), result) in enumerate(zip(accepted, placed, strict=True)):
-            if isinstance(result, Rejection):
-                batch.rejected.append((record, result))
-                continue
-            keep.append(index)
-            wait_ms = max(now / 1e6 - record.timestamp, 0.0) if record.timestamp > 0 else 0.0
-            batch.frames.append(Frame(record, meta, result[0], result[1], wait_ms))
-        if batch.frames:
-            batch.tensor = pre.to_tensor(canvas[keep] if len(keep) != len(accepted) else canvas)
+        failed = {id(frame): r for frame, r in zip(todo, pool.map(place, todo), strict=True) if r is not None}
+        while failed:
+            # A frame that did not decode is refused; the still frames of its camera after it lose their
+            # reference and are decoded themselves (rare: a second, small round).
+            broken: set[str] = set()
+            kept: list[Frame] = []
+            redo: list[Frame] = []
+            for frame in accepted:
+                if id(frame) in failed:
+                    batch.rejected.append((frame.record, failed[id(frame)]))
+                    broken.add(frame.meta.camera_id)
+                    self.still.broken(frame.meta.camera_id)
+                    continue
+                if frame.box is None and frame.meta.camera_id in broken:
+                    frame.box = pre.fit(frame.meta.width, frame.meta.height)
+                    redo.append(frame)
+                kept.append(frame)
+            rows = [f.slot for f in kept if f.box is not None and f not in redo]
+            tensor = np.concatenate([tensor[rows], pre.tensor(len(redo))])
+            for slot, frame in enumerate([f for f in kept if f.box is not None and f not in redo] + redo):
+                frame.slot = slot
+            accepted = kept
+            failed = {id(frame): r for frame, r in zip(redo, pool.map(place, redo), strict=True) if r is not None}
+        batch.frames = accepted
+        if any(frame.box is not None for frame in accepted):
+            batch.tensor = tensor
+        batch.prepared_at = time.perf_counter()
 
-    def _infer(self, batch: Batch) -> tuple[npt.NDArray[np.float32], float]:
+    def _infer(self, batch: Batch) -> tuple[npt.NDArray[np.float32], float, float]:
+        """(output, inference seconds, seconds the prepared batch waited for the inference thread)."""
         if batch.tensor is None:
-            return np.empty((0,), np.float32), 0.0
-        started = time.perf_counter()
+            return np.empty((0,), np.float32), 0.0, 0.0
+        started = batch.infer_started = time.perf_counter()
         output = self.detector.infer(batch.tensor)
         seconds = time.perf_counter() - started
+        self._frame_infer_s = seconds / max(1, batch.detected)
         self.inference_ms += seconds * 1000
         metrics.INFERENCE_SECONDS.observe(seconds)
-        metrics.BATCH_SIZE.observe(len(batch.frames))
-        return output, seconds
+        metrics.BATCH_SIZE.observe(batch.detected)
+        return output, seconds, max(started - batch.prepared_at, 0.0)
 
     def _finish(self, batch: Batch) -> None:
-        """Post-process, publish every output, wait for acknowledgements, then commit."""
+        """Post-process, publish every output (in offset order: still frames copy the latest detections of
+        their camera), wait for acknowledgements, then commit."""
         assert batch.inference is not None
-        output, infer_s = batch.inference.result()
+        output, infer_s, infer_wait_s = batch.inference.result()
         futures: list[Any] = []
         for record, rejection in batch.rejected:
             metrics.DEAD_LETTER.labels(rejection.kind).inc()
             futures.append(self.dead_letters.publish(record, rejection.reason, kind=rejection.kind))
         if batch.frames:
             started = time.perf_counter()
-            prepared = PreparedBatch(output, tuple(f.box for f in batch.frames))  # tensor not needed any more
-            results = self.detector.postprocess(output, prepared)
+            detected = [f for f in batch.frames if f.box is not None]
+            prepared = PreparedBatch(output, tuple(f.box for f in detected if f.box is not None))
+            results = self.detector.postprocess(output, prepared) if detected else []
             post_ms = (time.perf_counter() - started) * 1000
             produced = self.clock_ns()
             topic = self.config.topics.detections.name
-            for frame, detections in zip(batch.frames, results, strict=True):
+            for frame in batch.frames:
                 meta = frame.meta
+                ref = FrameRef(frame.record.topic, frame.record.partition, frame.record.offset)
+                reused_from: FrameRef | None = None
+                if frame.box is not None:
+                    detections = results[frame.slot]
+                    self._last[meta.camera_id] = (ref, detections)
+                    timings = Timings(
+                        frame.decode_ms, infer_s * 1000, post_ms, frame.queue_wait_ms, frame.batch_wait_ms,
+                        infer_wait_s * 1000,
+                    )  # fmt: skip
+                else:
+                    reused_from, detections = self._last[meta.camera_id]
+                    timings = Timings(queue_wait_ms=frame.queue_wait_ms, batch_wait_ms=frame.batch_wait_ms)
                 out = DetectionsRecord(
                     camera_id=meta.camera_id,
                     seq=meta.seq,
                     capture_ns=meta.capture_ns,
-                    frame=FrameRef(frame.record.topic, frame.record.partition, frame.record.offset),
+                    frame=ref,
                     model=self.model_ref,
-                    width=frame.box.src_w,
-                    height=frame.box.src_h,
+                    width=meta.width,
+                    height=meta.height,
                     detections=detections,
                     class_names=self.detector.names_of(detections),
-                    timings=Timings(frame.decode_ms, infer_s * 1000, post_ms, frame.queue_wait_ms),
+                    timings=timings,
                     media_ns=meta.media_ns,
                     frame_index=meta.frame_index,
                     produced_ns=produced,
+                    reused_from=reused_from,
                 )
                 futures.append(self.producer.send(topic, key=meta.camera_id.encode(), value=out.to_bytes()))
-            metrics.DETECTED.inc(len(batch.frames))
+            metrics.DETECTED.inc(len(detected))
+            if len(detected) < len(batch.frames):
+                metrics.STILL_REUSED.inc(len(batch.frames) - len(detected))
         self.producer.flush()
         try:
             for future in futures:
@@ -432,6 +530,7 @@ class DetectWorker:
                 f"publishing detections failed ({exc}); offsets not committed, the frames will be reprocessed"
             ) from exc
         self.published += len(batch.frames)
+        self.reused += len(batch.frames) - batch.detected
         self.batches += 1
         self._commit(batch)
 
@@ -476,6 +575,11 @@ def _take_fairly(
     rest = [item for queue in by_partition.values() for item in queue if id(item) not in chosen]
     taken.sort(key=lambda item: (item[0].topic, item[0].partition, item[0].offset))
     return taken, rest
+
+
+def _camera_of(record: KafkaRecord) -> str | None:
+    """The camera of a refused record, from its key (every vigil topic is keyed by camera id)."""
+    return (record.key or b"")[:256].decode("utf-8", "replace") or None
 
 
 def detections_of(records: Sequence[DetectionsRecord]) -> dict[str, list[DetectionsRecord]]:

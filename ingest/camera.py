@@ -121,6 +121,7 @@ class CameraWorker:
         backoff: Backoff,
         motion: MotionDetector | None = None,
         motion_gate: MotionGate | None = None,
+        publish_still: bool = False,
         stop_event: threading.Event | None = None,
         sleep: Callable[[float], object] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
@@ -134,6 +135,8 @@ class CameraWorker:
         self.backoff = backoff
         self.motion = motion
         self.motion_gate = motion_gate
+        # Frames without motion are published marked still (an empty `motion` header) instead of gated.
+        self.publish_still = publish_still
         self.stop_event = stop_event or threading.Event()
         self._sleep = sleep or self.stop_event.wait
         self._clock_ns = clock_ns
@@ -169,6 +172,7 @@ class CameraWorker:
             if motion.enabled
             else None,
             motion_gate=MotionGate(motion.keepalive_s) if motion.enabled else None,
+            publish_still=motion.still_frames == "publish",
             stop_event=stop_event,
         )
 
@@ -323,12 +327,18 @@ class CameraWorker:
         boxes: tuple[tuple[int, int, int, int], ...] | None = None
         keepalive = False
         if self.motion is not None and self.motion_gate is not None:
+            changes = self.motion.scene_changes
             found = self.motion.detect(frame.image)
-            send, keepalive = self.motion_gate.check(ts_ns, found)
-            if not send:
-                self.counters.inc("motion_skipped")
-                return
-            boxes = tuple(found)
+            if self.motion.scene_changes != changes:
+                # A new scene (lights, a cut in a recording) reports no motion, but nothing is where it was:
+                # the whole frame counts as moved, so it is detected and never taken for a still frame.
+                found = [(0, 0, frame.image.shape[1], frame.image.shape[0])]
+            if not self.publish_still:
+                send, keepalive = self.motion_gate.check(ts_ns, found)
+                if not send:
+                    self.counters.inc("motion_skipped")
+                    return
+            boxes = tuple(found)  # empty: a still frame (detect reuses the camera's last detections)
         image, scale = self.encoder.shape(frame.image)
         if boxes is not None and scale != 1.0:
             # Boxes travel in the pixels of the published image, the one detection sees.

@@ -39,6 +39,9 @@ class MotionDetector:
         self.max_change_fraction = max_change_fraction
         self._background: np.ndarray | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        # Frames that replaced an existing background as a new scene: they report no motion, yet the
+        # picture changed (a still-frame consumer must not take them for unchanged).
+        self.scene_changes = 0
 
     def reset(self) -> None:
         self._background = None
@@ -67,6 +70,7 @@ class MotionDetector:
         changed = cv2.countNonZero(mask) / mask.size
         if changed > self.max_change_fraction:
             self._background = grey.astype(np.float32)
+            self.scene_changes += 1
             return []
         mask = cv2.dilate(mask, self._kernel, iterations=2)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

@@ -272,12 +272,18 @@ class FrameMeta:
 
 @dataclass(frozen=True)
 class Timings:
-    """Milliseconds spent per step for one frame (batch steps are shared by the batch's frames)."""
+    """Milliseconds spent per step for one frame (batch steps are shared by the batch's frames).
+
+    `queue_wait` runs from the frame's Kafka timestamp to the start of its batch and includes `batch_wait`,
+    the part after the worker had fetched it (waiting for the batch to fill); `infer_wait` is the time the
+    prepared batch waited for the inference thread (the previous batch still running)."""
 
     decode_ms: float = 0.0
     infer_ms: float = 0.0
     post_ms: float = 0.0
     queue_wait_ms: float = 0.0
+    batch_wait_ms: float = 0.0
+    infer_wait_ms: float = 0.0
 
     def to_json(self) -> dict[str, float]:
         return {
@@ -285,17 +291,25 @@ class Timings:
             "infer": round(self.infer_ms, 3),
             "post": round(self.post_ms, 3),
             "queue_wait": round(self.queue_wait_ms, 3),
+            "batch_wait": round(self.batch_wait_ms, 3),
+            "infer_wait": round(self.infer_wait_ms, 3),
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> Timings:
         if not isinstance(obj, dict):
             raise ContractError("field 'timings_ms' must be an object")
+
+        def optional(name: str) -> float:  # added after schema 1 shipped: absent in older records
+            return float(_get(obj, name, (int, float), "timings_ms.")) if name in obj else 0.0
+
         return cls(
             decode_ms=float(_get(obj, "decode", (int, float), "timings_ms.")),
             infer_ms=float(_get(obj, "infer", (int, float), "timings_ms.")),
             post_ms=float(_get(obj, "post", (int, float), "timings_ms.")),
             queue_wait_ms=float(_get(obj, "queue_wait", (int, float), "timings_ms.")),
+            batch_wait_ms=optional("batch_wait"),
+            infer_wait_ms=optional("infer_wait"),
         )
 
 
@@ -307,7 +321,10 @@ class ModelRef:
 
 @dataclass(frozen=True, eq=False)
 class DetectionsRecord:
-    """The detections of one frame. Boxes are `xyxy` in source-image pixels."""
+    """The detections of one frame. Boxes are `xyxy` in source-image pixels.
+
+    `reused_from`: set for a still frame (no motion) that was not run through the model; its detections are
+    those of that earlier frame of the camera (`detect.stationary`)."""
 
     camera_id: str
     seq: int
@@ -322,6 +339,7 @@ class DetectionsRecord:
     media_ns: int | None = None
     frame_index: int | None = None
     produced_ns: int = 0
+    reused_from: FrameRef | None = None
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.detections):
@@ -352,6 +370,7 @@ class DetectionsRecord:
             "scores": np.round(d.confidence.astype(np.float64), 5).tolist(),
             "timings_ms": self.timings.to_json(),
             "produced_ns": self.produced_ns,
+            "reused_from": None if self.reused_from is None else self.reused_from.to_json(),
         }
 
     def to_bytes(self) -> bytes:
@@ -399,6 +418,7 @@ class DetectionsRecord:
             class_names=tuple(str(n) for n in names),
             timings=Timings.from_json(_get(obj, "timings_ms", dict)),
             produced_ns=int(obj.get("produced_ns") or 0),
+            reused_from=FrameRef.from_json(reused, "reused_from.") if (reused := obj.get("reused_from")) else None,
         )
 
 

@@ -221,11 +221,19 @@ class BoundedDecoder:
 
     @contextmanager
     def decoded(
-        self, data: bytes | bytearray | None, *, expect_wh: tuple[int, int] | None = None, max_bytes: int | None = None
+        self,
+        data: bytes | bytearray | None,
+        *,
+        expect_wh: tuple[int, int] | None = None,
+        max_bytes: int | None = None,
+        reduce: int = 1,
     ) -> Iterator[npt.NDArray[np.uint8]]:
+        """`reduce` as in `decode_image`: `expect_wh` is still checked against the image's full size."""
         check_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
         with self._slots:
-            yield decode_image(data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, setting=self.setting)
+            yield decode_image(
+                data, self.max_pixels, max_bytes=max_bytes, expect_wh=expect_wh, reduce=reduce, setting=self.setting
+            )
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:

@@ -16,7 +16,7 @@ from vigil.coco import COCO_CLASSES
 from vigil.config.alerts import AlertsConfig, RuleConfig, TrackerConfig, WebhookConfig
 from vigil.config.base import Section
 from vigil.config.cameras import CameraConfig, MotionConfig, ReplayConfig, ZoneConfig
-from vigil.config.detect import DetectConfig
+from vigil.config.detect import DetectConfig, StationaryConfig
 from vigil.config.kafka import (
     ConsumerConfig,
     EmbeddedBrokerConfig,
@@ -116,6 +116,7 @@ __all__ = [
     "ProducerConfig",
     "ReplayConfig",
     "RuleConfig",
+    "StationaryConfig",
     "TopicConfig",
     "TopicsConfig",
     "TrackerConfig",

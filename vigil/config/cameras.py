@@ -39,7 +39,17 @@ class ZoneConfig(Section):
 
 
 class MotionConfig(Section):
-    enabled: bool = Field(False, title="Send only frames with motion (plus keep-alives) to detection")
+    enabled: bool = Field(
+        False,
+        title="Detect motion per sampled frame; frames without it are dropped or published as still (still_frames)",
+    )
+    still_frames: Literal["publish", "drop"] = Field(
+        "publish",
+        title="Sampled frames without motion: publish them marked still (detection reuses the camera's last "
+        "detections, so tracks and alerts of stationary objects go on; the frames topic keeps every frame for "
+        "clips), or drop them (one keep-alive per keepalive_s; an alert on an object that stands still ends "
+        "after end_after_s)",
+    )
     downscale_width: int = Field(320, ge=32, le=1920, title="Width of the grey frame motion is computed on")
     threshold: int = Field(25, ge=1, le=255, title="Pixel difference counted as change (0-255)")
     min_area_fraction: float = Field(
@@ -49,7 +59,10 @@ class MotionConfig(Section):
         title="Smallest changed area, as a fraction of the frame, that counts as motion",
     )
     keepalive_s: float = Field(
-        10.0, ge=0.5, le=3600.0, title="Send a frame at least this often even without motion, seconds"
+        10.0,
+        ge=0.5,
+        le=3600.0,
+        title="With still_frames: drop, send a frame at least this often without motion, seconds",
     )
 
 

@@ -35,6 +35,24 @@ class HttpApiConfig(Section):
         return token
 
 
+class StationaryConfig(Section):
+    """Still frames (motion gating on with `motion.still_frames: publish`, and no motion in the frame) are not
+    run through the model: nothing moved, so the objects of the camera's last detected frame are where they
+    were (Frigate's stationary objects, per frame, since the detector sees whole frames). Their records
+    carry those detections and name the frame they come from (`reused_from`)."""
+
+    enabled: bool = Field(
+        True, title="Reuse the camera's last detections for still frames instead of running the model"
+    )
+    redetect_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        title="Run the model on a camera's still frames at least this often (capture time), seconds: slow "
+        "changes that motion detection misses (light, a parked car's lights) are seen at most this late",
+    )
+
+
 class DetectConfig(Section):
     model: str = Field("yolox_nano", min_length=1, title="Model name in the registry, or a path to a .onnx file")
     models_dir: str = Field("models", title="Model registry folder (manifests + .onnx files)")
@@ -44,6 +62,31 @@ class DetectConfig(Section):
         title="ONNX Runtime execution providers in order of preference; auto picks the best available",
     )
     intra_op_threads: int = Field(0, ge=0, le=256, title="ONNX Runtime intra-op threads (0: one per core)")
+    spin_wait: Literal["never", "during_run", "always"] = Field(
+        "never",
+        title="Busy-waiting of idle ONNX Runtime intra-op threads: never (they sleep, leaving the cores to the broker, "
+        "ingest and JPEG decoding), during_run (spin within an inference, stop after it), always (ONNX Runtime's "
+        "default: also spin after each inference)",
+    )
+    precision: Literal["fp32", "fp16"] = Field(
+        "fp32",
+        title="Arithmetic on a GPU provider: fp16 converts the graph (cuda) or builds an fp16 engine (tensorrt); "
+        "the CPU provider always runs fp32",
+    )
+    io_binding: Literal["auto", "always", "never"] = Field(
+        "auto",
+        title="Run through ONNX Runtime IOBinding (a batch is copied to the device once, its outputs are read once): "
+        "auto uses it on GPU providers only",
+    )
+    device_id: int = Field(0, ge=0, le=63, title="GPU index for the cuda and tensorrt providers")
+    reduced_decode: bool = Field(
+        True,
+        title="Decode JPEG frames at least twice the model input at 1/2, 1/4 or 1/8 size in the DCT domain, "
+        "far cheaper than a full decode and resize; boxes stay in the frame's own pixels",
+    )
+    stationary: StationaryConfig = Field(
+        default_factory=StationaryConfig, title="Still frames reuse the last detections instead of running the model"
+    )
     batch_size: int = Field(8, ge=1, le=256, title="Frames per inference batch at most")
     max_wait_ms: int = Field(50, ge=0, le=10_000, title="Longest wait to fill a batch, ms")
     max_age_s: float = Field(
@@ -87,4 +130,8 @@ class DetectConfig(Section):
             raise FieldError("providers", "use either [auto] or an explicit list such as [cuda, cpu]")
         if len(set(self.providers)) != len(self.providers):
             raise FieldError("providers", "providers must not repeat")
+        if self.precision == "fp16" and self.providers == ["cpu"]:
+            raise FieldError(
+                "precision", "fp16 runs on the cuda and tensorrt providers only; the cpu provider runs fp32"
+            )
         return self

@@ -82,6 +82,15 @@ class ConsumerConfig(Section):
         le=512 * 1024 * 1024,
         title="Max bytes per partition per fetch (larger records still arrive)",
     )
+    fetch_min_bytes: int = Field(
+        1, ge=1, le=64 * 1024 * 1024, title="Bytes the broker waits for before answering a fetch (1: answer at once)"
+    )
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=0,
+        le=60_000,
+        title="Longest the broker holds a fetch while fewer than fetch_min_bytes are there, ms",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerConfig:
@@ -170,6 +179,17 @@ class KafkaConfig(Section):
                 ("producer", "delivery_timeout_ms"),
                 f"producer.delivery_timeout_ms ({self.producer.delivery_timeout_ms}) must be greater than "
                 f"producer.linger_ms + request_timeout_ms ({self.producer.linger_ms + self.request_timeout_ms})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _request_outlasts_fetch_wait(self) -> KafkaConfig:
+        # kafka-python refuses a consumer whose requests would time out while the broker holds a fetch.
+        if self.consumer.fetch_max_wait_ms >= self.request_timeout_ms:
+            raise FieldError(
+                ("consumer", "fetch_max_wait_ms"),
+                f"consumer.fetch_max_wait_ms ({self.consumer.fetch_max_wait_ms}) must be less than "
+                f"request_timeout_ms ({self.request_timeout_ms})",
             )
         return self
 

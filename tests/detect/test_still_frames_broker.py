@@ -1,0 +1,100 @@
+"""Still frames on the real broker (marker `broker`): a worker publishes the last detections of the camera for
+frames ingest marked as still, names the frame they come from, and runs the model whenever the chain back to
+a detected frame is broken (motion, a keep-alive, a missing seq, a frame that did not decode)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import pytest
+
+from detect.detector import Detector
+from detect.worker import DetectWorker
+from tests.detect.helpers import FOOTAGE, read_frames
+from vigil.config import VigilConfig
+from vigil.contracts import DeadLetter, DetectionsRecord, FrameMeta
+from vigil.kafka import ensure_topics, make_consumer, make_producer
+
+pytestmark = pytest.mark.broker
+CAMERA = "campus"
+
+
+def _read(config: VigilConfig, topic: str, count: int, timeout_s: float) -> list[object]:
+    consumer = make_consumer(config.kafka, "test-read", None, [topic], consumer_timeout_ms=1000)
+    records: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            for items in consumer.poll(timeout_ms=500).values():
+                records.extend(items)
+    finally:
+        consumer.close()
+    return records
+
+
+def test_worker_reuses_detections_for_still_frames_only_along_an_unbroken_chain(vigil_config: VigilConfig) -> None:
+    data = vigil_config.model_dump(mode="json")
+    data["cameras"] = [{"id": CAMERA, "url": str(FOOTAGE), "kind": "replay"}]
+    data["detect"].update({"model": "yolox_nano", "batch_size": 4, "max_age_s": 3600, "intra_op_threads": 2})
+    data["metrics"]["enabled"] = False
+    config = VigilConfig.model_validate(data)
+    ensure_topics(config.kafka, config.topics)
+    images = read_frames(count=14)
+    still, moved = (), ((100, 100, 200, 300),)
+    # index: (seq, motion, keepalive); seq 11 never comes (dropped by ingest's queue, say)
+    plan = {0: (0, still, False), 1: (1, still, False), 2: (2, still, False), 3: (3, still, False),
+            4: (4, still, False), 5: (5, still, False), 6: (6, still, False), 7: (7, moved, False),
+            8: (8, still, False), 9: (9, still, True), 10: (10, still, False), 12: (12, still, False),
+            13: (13, still, False)}  # fmt: skip
+    producer = make_producer(config.kafka, "test-still")
+    now = time.time_ns()
+    for index, (seq, motion, keepalive) in plan.items():
+        jpeg = cv2.imencode(".jpg", images[index])[1].tobytes()
+        if index == 0:
+            jpeg = jpeg[:700] + bytes(64)  # the first frame does not decode: no reference for what follows
+        meta = FrameMeta(CAMERA, seq, now + index * 200_000_000, 640, 480, "replay", frame_index=index,
+                         motion=motion, keepalive=keepalive)  # fmt: skip
+        producer.send(config.topics.frames.name, key=CAMERA.encode(), value=jpeg, headers=meta.to_headers())
+    producer.flush()
+    producer.close()
+
+    stop = threading.Event()
+    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = make_producer(config.kafka, "detect")
+    worker = DetectWorker(config, Detector.from_config(config.detect), consumer, producer)
+    worker.subscribe()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        records = _read(config, config.topics.detections.name, len(plan) - 1, 120)
+        letters = _read(config, config.topics.dead_letter.name, 1, 30)
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close(autocommit=False)
+        producer.close()
+    assert not thread.is_alive()
+    by_index = {r.frame_index: r for r in (DetectionsRecord.from_bytes(m.value) for m in records)}  # type: ignore[attr-defined]
+    assert sorted(by_index) == [i for i in plan if i != 0], sorted(by_index)
+    assert [DeadLetter.from_record(m).reason for m in letters] == [  # type: ignore[arg-type]
+        "image of 764 bytes (jpeg, 640x480) does not decode"
+    ]
+
+    detected = {i for i, r in by_index.items() if r.reused_from is None}
+    # Frame 1 had only the broken frame 0 to copy from; 7 moved; 9 is a keep-alive; 12 follows a missing seq.
+    assert {1, 7, 9, 12} <= detected
+    assert {5, 6, 8, 10, 13} <= set(by_index) - detected, detected
+    offsets = {r.frame.offset: i for i, r in by_index.items()}
+    for index, record in sorted(by_index.items()):
+        if record.reused_from is None:
+            assert record.timings.infer_ms > 0
+            continue
+        source = offsets[record.reused_from.offset]
+        # The latest detected frame before it, boxes copied exactly, no model time spent.
+        assert source == max(i for i in detected if i < index), (index, source)
+        reference = by_index[source].detections
+        assert (record.detections.xyxy == reference.xyxy).all() and len(reference) > 0
+        assert record.class_names == by_index[source].class_names and record.timings.infer_ms == 0.0
+    assert worker.reused == len(by_index) - len(detected)
