@@ -31,11 +31,13 @@ import numpy.typing as npt
 from alerts.zones import PolygonZone
 from vigil.config import CameraObjectsConfig, ObjectFilterConfig, ObjectMaskConfig
 from vigil.detections import Detections
-from vigil.geometry import points_on_polygon_edge
+from vigil.geometry import points_in_polygon, points_on_polygon_edge
 
 # Order of the checks: a box that fails several is counted under the first.
 FILTER_REASONS = ("min_score", "min_area", "max_area", "min_ratio", "max_ratio")
 NO_FILTER = ObjectFilterConfig()
+# Half a thousandth of a pixel: anchors are float32, so a border at 480 may come back as 479.99997.
+EDGE_TOLERANCE = 5e-4
 # Frigate pads a short score history with zeros to this many values before taking the median.
 PADDED_TO = 3
 
@@ -113,16 +115,23 @@ class ObjectMask(PolygonZone):
     def trigger(self, detections: Detections, frame_wh: tuple[int, int] | None = None) -> npt.NDArray[np.bool_]:
         if len(detections) == 0:
             return np.zeros(0, bool)
-        of_class = (
-            np.isin(class_names(detections), list(self.classes)) if self.classes else np.ones(len(detections), bool)
-        )
+        n = len(detections)
+        # A set lookup per row: np.isin on object arrays costs more than the rest of the test.
+        names = class_names(detections)
+        of_class = np.fromiter((c in self.classes for c in names), bool, n) if self.classes else np.ones(n, bool)
         if not of_class.any():
             return of_class
-        anchors = detections.anchors(self.anchor)
+        anchors = detections.anchors(self.anchor).astype(np.float64)
         vertices = self.vertices(frame_wh)
-        # Half a thousandth of a pixel: anchors are float32, so a border at 480 may come back as 479.99997.
-        inside = super().trigger(detections, frame_wh) | points_on_polygon_edge(anchors, vertices, 5e-4)
-        result: npt.NDArray[np.bool_] = of_class & inside
+        # Only anchors within the polygon's bounding box can be in it or on it (most, for a small mask, are not).
+        low, high = vertices.min(axis=0) - EDGE_TOLERANCE, vertices.max(axis=0) + EDGE_TOLERANCE
+        near = of_class & np.all((anchors >= low) & (anchors <= high), axis=1)
+        result = np.zeros(n, bool)
+        if near.any():
+            points = anchors[near]
+            result[near] = points_in_polygon(points, vertices) | points_on_polygon_edge(
+                points, vertices, EDGE_TOLERANCE
+            )
         return result
 
 
@@ -167,6 +176,15 @@ class Prefilter:
         return pending
 
 
+def padded_median(scores: Iterable[float], pad: int) -> float:
+    """Median of `scores` padded with zeros to at least `pad` values (plain Python: a handful of
+    values per track and frame, where numpy's per-call overhead would dominate)."""
+    values = sorted(scores)
+    values = [0.0] * (pad - len(values)) + values
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 class ScoreHistory:
     """`history.update(tracked, live) -> tracked` with `data["track_score"]` and `data["true_positive"]`
     (see the module docstring). `live`: the ids the tracker still holds; others are forgotten."""
@@ -195,8 +213,7 @@ class ScoreHistory:
             if history is None:
                 history = self.scores[tid] = deque(maxlen=self.window)
             history.append(score)
-            padded = [0.0] * (self.pad - len(history)) + list(history)
-            medians[row] = float(np.median(padded))
+            medians[row] = padded_median(history, self.pad)
             if tid in self.positive or medians[row] >= self.threshold(str(name)):
                 self.positive.add(tid)
                 positive[row] = True

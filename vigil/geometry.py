@@ -34,8 +34,9 @@ def points_in_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDAr
     if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
         raise ContractError(f"polygon must have shape (M>=3, 2), got {poly.shape}")
     x, y = pts[:, 0:1], pts[:, 1:2]
-    x1, y1 = poly[:, 0][None, :], poly[:, 1][None, :]
-    x2, y2 = np.roll(poly[:, 0], -1)[None, :], np.roll(poly[:, 1], -1)[None, :]
+    following = np.concatenate([poly[1:], poly[:1]])  # vertex i + 1, wrapping (np.roll, without its overhead)
+    x1, y1 = poly[None, :, 0], poly[None, :, 1]
+    x2, y2 = following[None, :, 0], following[None, :, 1]
     crosses = (y1 > y) != (y2 > y)
     with np.errstate(divide="ignore", invalid="ignore"):
         x_at_y = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
@@ -61,14 +62,14 @@ def points_on_polygon_edge(
     pixels: what `points_in_polygon`'s half-open rule leaves out on the right and bottom edges."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     poly = np.asarray(polygon, dtype=np.float64)
-    a, b = poly[None, :, :], np.roll(poly, -1, axis=0)[None, :, :]
-    p = pts[:, None, :]
-    edge = b - a
-    length2 = np.maximum(np.sum(edge * edge, axis=2), 1e-18)
-    t = np.clip(np.sum((p - a) * edge, axis=2) / length2, 0.0, 1.0)
-    nearest = a + t[..., None] * edge
-    distance2 = np.sum((p - nearest) ** 2, axis=2)
-    on: npt.NDArray[np.bool_] = np.any(distance2 <= tolerance * tolerance, axis=1)
+    following = np.concatenate([poly[1:], poly[:1]])
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x1, y1 = poly[None, :, 0], poly[None, :, 1]
+    dx, dy = following[None, :, 0] - x1, following[None, :, 1] - y1
+    # The point of each edge nearest to each point: its projection, clamped to the segment.
+    t = np.clip(((x - x1) * dx + (y - y1) * dy) / np.maximum(dx * dx + dy * dy, 1e-18), 0.0, 1.0)
+    ex, ey = x1 + t * dx - x, y1 + t * dy - y
+    on: npt.NDArray[np.bool_] = np.any((ex * ex + ey * ey) <= tolerance * tolerance, axis=1)
     return on
 
 

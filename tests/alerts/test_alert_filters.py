@@ -204,7 +204,7 @@ def run_engine(
 ) -> tuple[list[str], AlertEngine]:
     cam = camera().model_copy(update={"objects": CameraObjectsConfig.model_validate(cam_objects)})
     engine = AlertEngine(alerts_config(), [cam], objects=ObjectsConfig.model_validate(global_objects))
-    events = []
+    events: list[str] = []
     for i, rows in enumerate(frames):
         rec = record(i, [b for b, _ in rows], scores=[s for _, s in rows])
         events += [a.event for a in engine.process(rec, rec.capture_ns)]
@@ -241,7 +241,7 @@ def test_threshold_holds_a_one_frame_shadow_back_and_lets_a_steady_person_throug
         for cam_objects, expected in (({"filters": limits}, with_threshold), (no_threshold, without_threshold)):
             cam = camera().model_copy(update={"objects": CameraObjectsConfig.model_validate(cam_objects)})
             engine = AlertEngine(alerts_config(**rule), [cam])
-            events = []
+            events: list[str] = []
             for i, rows in enumerate(frames):
                 rec = record(i, [b for b, _ in rows], scores=[s for _, s in rows])
                 events += [a.event for a in engine.process(rec, rec.capture_ns)]
@@ -257,3 +257,31 @@ def test_trace_keeps_every_detection_and_why_it_was_removed() -> None:
     engine.process(rec, T0 + NS)
     step = (engine.trace or [])[0]
     assert len(step.detections) == 2 and step.removed == ["", "min_score"]
+
+
+def test_the_aggregator_counts_removed_boxes_by_camera_and_reason() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    from alerts.aggregator import Aggregator
+
+    mask = {"name": "statue", "polygon": [[270, 250], [330, 250], [330, 400], [270, 400]]}
+    config = VigilConfig.model_validate(
+        {
+            "cameras": [{"id": "cam-metrics", "url": "rtsp://h/s", "objects": {"masks": [mask]}}],
+            "objects": {"filters": {"person": {"min_score": 0.5}}},
+        }
+    )
+    aggregator = Aggregator(config, threading.Event())  # no Kafka client until open()
+    for i in range(3):
+        rec = record(i, [IN_DOOR, (10, 10, 50, 110)], camera="cam-metrics", scores=[0.9, 0.4])
+        aggregator.handle(SimpleNamespace(value=rec.to_bytes()))
+
+    def sample(reason: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "vigil_alerts_boxes_removed_total", {"camera": "cam-metrics", "reason": reason}
+        )
+
+    assert sample("mask:statue") == 3 and sample("min_score") == 3
