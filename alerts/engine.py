@@ -2,8 +2,8 @@
 
 Per camera: drop at-least-once duplicates (a frames-topic offset not after the last one of its
 partition), drop the boxes the camera's object filters and masks remove (`alerts.filters`), track,
-keep each track's score history, then run the camera's rules. The Kafka aggregator is a thin loop around this
-class, and the benchmark and unit tests drive it directly.
+keep each track's score history, then run the camera's rules. The Kafka aggregator is a thin loop
+around this class, and the benchmark and unit tests drive it directly.
 
 `end_after_s` is measured in capture time, which only advances when a camera's frames arrive; a
 camera that goes silent would keep its open alerts open forever. `sweep(now_ns)` ends them: a
@@ -12,8 +12,9 @@ camera with open alerts whose last record arrived (wall clock) more than its rul
 capture time plus the wall time elapsed since it arrived.
 
 `AlertEngine(..., trace=True)` keeps a `FrameTrace` per processed record (the detections and why
-each removed one was removed, what the tracker made of the rest, and each rule's outcome per tracked row): `vigil eval` re-runs the engine on
-the pipeline's records with it to explain every missed event. Off in production.
+each removed one was removed, what the tracker made of the rest, and each rule's outcome per
+tracked row): `vigil eval` re-runs the engine on the pipeline's records with it to explain every
+missed event and count what each filter removed. Off in production.
 """
 
 from __future__ import annotations
