@@ -243,6 +243,8 @@ class Aggregator:
         now_limited = sum(p.rules.counters.rate_limited for p in self.engine.pipelines.values())
         if now_limited > limited:
             metrics.RATE_LIMITED.inc(now_limited - limited)
+        for (camera_id, reason), n in self.engine.take_removed().items():
+            metrics.REMOVED.labels(camera_id, reason).inc(n)
         for alert in alerts:
             self.publish(alert)
 

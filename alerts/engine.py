@@ -1,8 +1,9 @@
 """`AlertEngine`: detections records in, alert events out, for any number of cameras. No I/O.
 
 Per camera: drop at-least-once duplicates (a frames-topic offset not after the last one of its
-partition), track, then run the camera's rules. The Kafka aggregator is a thin loop around this
-class, and the benchmark and unit tests drive it directly.
+partition), drop the boxes the camera's object filters and masks remove (`alerts.filters`), track,
+keep each track's score history, then run the camera's rules. The Kafka aggregator is a thin loop
+around this class, and the benchmark and unit tests drive it directly.
 
 `end_after_s` is measured in capture time, which only advances when a camera's frames arrive; a
 camera that goes silent would keep its open alerts open forever. `sweep(now_ns)` ends them: a
@@ -10,9 +11,10 @@ camera with open alerts whose last record arrived (wall clock) more than its rul
 `end_after_s` plus `IDLE_GRACE_S` ago is advanced by an empty frame whose capture time is its last
 capture time plus the wall time elapsed since it arrived.
 
-`AlertEngine(..., trace=True)` keeps a `FrameTrace` per processed record (the detections, what the
-tracker made of them, and each rule's outcome per tracked row): `vigil eval` re-runs the engine on
-the pipeline's records with it to explain every missed event. Off in production.
+`AlertEngine(..., trace=True)` keeps a `FrameTrace` per processed record (the detections and why
+each removed one was removed, what the tracker made of the rest, and each rule's outcome per
+tracked row): `vigil eval` re-runs the engine on the pipeline's records with it to explain every
+missed event and count what each filter removed. Off in production.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from alerts.filters import Prefilter, ScoreHistory
 from alerts.rules import CameraRules, CompiledRule, Frame, Outcome
 from alerts.tracker import NS, ByteTracker
 from alerts.zones import PolygonZone
-from vigil.config import AlertsConfig, CameraConfig, RuleConfig, VigilConfig
+from vigil.config import (
+    AlertsConfig,
+    CameraConfig,
+    CameraObjectsConfig,
+    ObjectsConfig,
+    RuleConfig,
+    VigilConfig,
+    camera_objects,
+)
 from vigil.contracts import AlertRecord, DetectionsRecord
 from vigil.detections import Detections
 
@@ -42,8 +53,10 @@ class EngineCounters:
 
 @dataclass(frozen=True)
 class FrameTrace:
-    """One processed record: its detections, the confirmed tracked rows, each rule's outcome per
-    tracked row (`alerts.rules.Outcome`) and alert id per row, and the alert events it caused."""
+    """One processed record: its detections (all of them) and why each removed one was removed
+    before tracking ("" for those kept: `alerts.filters.Prefilter`), the confirmed tracked rows,
+    each rule's outcome per tracked row (`alerts.rules.Outcome`) and alert id per row, and the
+    alert events it caused."""
 
     camera_id: str
     capture_ns: int
@@ -53,15 +66,24 @@ class FrameTrace:
     outcomes: dict[str, list[Outcome]]
     alert_ids: dict[str, list[str]]
     alerts: list[AlertRecord] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 class CameraPipeline:
-    """Tracker + rules of one camera."""
+    """Object filters and masks, tracker, score history and rules of one camera."""
 
     def __init__(
-        self, camera_id: str, alerts: AlertsConfig, rules: list[CompiledRule], trace: list[FrameTrace] | None = None
+        self,
+        camera_id: str,
+        alerts: AlertsConfig,
+        rules: list[CompiledRule],
+        trace: list[FrameTrace] | None = None,
+        objects: CameraObjectsConfig | None = None,
     ) -> None:
         self.camera_id = camera_id
+        objects = objects or camera_objects(ObjectsConfig(), CameraObjectsConfig())
+        self.prefilter = Prefilter(objects)
+        self.history = ScoreHistory(objects)
         self.tracker = ByteTracker(alerts.tracker)
         self.rules = CameraRules(camera_id, rules, alerts.rate_limit_per_minute, alerts.snapshot, trace is not None)
         self.trace = trace
@@ -90,7 +112,10 @@ class CameraPipeline:
             class_id=d.class_id,
             data={"class_name": np.asarray(record.class_names, dtype=object)},
         )
-        tracked = self.tracker.update(dets, record.capture_ns)
+        kept, removed = self.prefilter.apply(dets, (record.width, record.height))
+        tracked = self.tracker.update(kept, record.capture_ns)
+        if self.history.enabled:
+            tracked = self.history.update(tracked, (t.track_id for t in self.tracker.confirmed))
         frame = Frame(record.camera_id, record.capture_ns, record.frame, record.width, record.height)
         self.last_frame = frame
         alerts = self.rules.process(tracked, frame, now_ns)
@@ -105,6 +130,7 @@ class CameraPipeline:
                     self.rules.outcomes,
                     self.rules.alert_ids,
                     alerts,
+                    removed.tolist(),
                 )
             )
         return alerts
@@ -127,10 +153,18 @@ class CameraPipeline:
 
 
 class AlertEngine:
-    """`engine.process(record, now_ns) -> [AlertRecord]` for every camera of a config."""
+    """`engine.process(record, now_ns) -> [AlertRecord]` for every camera of a config. `objects`:
+    the global object filters, under each camera's own (a camera not in `cameras` gets them alone)."""
 
-    def __init__(self, alerts: AlertsConfig, cameras: Iterable[CameraConfig] = (), trace: bool = False) -> None:
+    def __init__(
+        self,
+        alerts: AlertsConfig,
+        cameras: Iterable[CameraConfig] = (),
+        trace: bool = False,
+        objects: ObjectsConfig | None = None,
+    ) -> None:
         self.alerts = alerts
+        self.objects = objects or ObjectsConfig()
         self.cameras = {c.id: c for c in cameras}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.counters = EngineCounters()
@@ -139,7 +173,7 @@ class AlertEngine:
 
     @classmethod
     def from_config(cls, config: VigilConfig) -> AlertEngine:
-        return cls(config.alerts, config.cameras)
+        return cls(config.alerts, config.cameras, objects=config.objects)
 
     def _rules_for(self, camera_id: str) -> list[CompiledRule]:
         camera = self.cameras.get(camera_id)
@@ -163,8 +197,10 @@ class AlertEngine:
     def pipeline(self, camera_id: str) -> CameraPipeline:
         pipe = self.pipelines.get(camera_id)
         if pipe is None:
+            camera = self.cameras.get(camera_id)
+            objects = camera_objects(self.objects, camera.objects if camera is not None else CameraObjectsConfig())
             pipe = self.pipelines[camera_id] = CameraPipeline(
-                camera_id, self.alerts, self._rules_for(camera_id), self.trace
+                camera_id, self.alerts, self._rules_for(camera_id), self.trace, objects
             )
             if self._restored:
                 pipe.rules.restore(self._restored)
@@ -179,6 +215,14 @@ class AlertEngine:
     def forget(self, cameras: Iterable[str]) -> None:
         for camera_id in cameras:
             self.pipelines.pop(camera_id, None)
+
+    def take_removed(self) -> dict[tuple[str, str], int]:
+        """(camera, reason) -> boxes removed before tracking since the last call (for the metrics)."""
+        out: dict[tuple[str, str], int] = {}
+        for camera_id, pipe in self.pipelines.items():
+            for reason, n in pipe.prefilter.take_pending().items():
+                out[camera_id, reason] = n
+        return out
 
     def sweep(self, now_ns: int) -> list[AlertRecord]:
         """End the open alerts of every camera whose records stopped arriving (see the module

@@ -6,6 +6,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter("vigil_alerts_records", "Detections records consumed", ["result"])
 ALERTS = Counter("vigil_alerts_fired", "Alert events published to the alerts topic", ["event"])
+REMOVED = Counter(
+    "vigil_alerts_boxes_removed",
+    "Detections dropped before tracking by an object filter (reason: min_area, ...) or mask (reason: mask:<name>)",
+    ["camera", "reason"],
+)
 RATE_LIMITED = Counter("vigil_alerts_rate_limited", "Alerts not started because of the per-camera rate limit")
 OPEN_CAMERAS = Gauge(
     "vigil_alerts_cameras_with_open_alerts",

@@ -54,13 +54,22 @@ Phase = Literal["pending", "active", "cooldown"]
 SnapshotKind = Literal["none", "base64_jpeg", "frame_ref"]
 # What a rule made of one tracked row in one frame (`CameraRules.outcomes`, for `vigil eval`).
 Outcome = Literal[
-    "class", "confidence", "zone",  # not satisfied: other class, below min_confidence, anchor outside
+    # not satisfied: other class, below min_confidence, track's median score below `threshold`, anchor outside
+    "class", "confidence", "threshold", "zone",
     "pending", "outside_schedule", "started", "rate_limited", "active", "active_silent",
     "cooldown", "rejoined", "rejoined_cooldown", "adopted",
 ]  # fmt: skip
 
 # A track's first sighting is forgotten this long after its last one (bounds `_first_seen`).
 FIRST_SEEN_TTL_NS = 120 * NS
+
+
+def _first_unmet(of_class: bool, confident: bool, counts: bool, in_zone: bool) -> Outcome:
+    """The first check a tracked row fails, or "pending" when it satisfies the rule."""
+    for ok, outcome in ((of_class, "class"), (confident, "confidence"), (counts, "threshold"), (in_zone, "zone")):
+        if not ok:
+            return outcome  # type: ignore[return-value]
+    return "pending"
 
 
 def alert_id(camera_id: str, rule: str, start_ns: int, class_name: str, box: tuple[float, ...]) -> str:
@@ -168,21 +177,25 @@ class CompiledRule:
         self.classes = frozenset(config.classes)
         self.schedule = Schedule(config.schedule)
 
-    def checks(self, dets: Detections, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(class, confidence, zone) masks; a row satisfies the rule where all three hold."""
+    def checks(self, dets: Detections, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(class, confidence, threshold, zone) masks; a row satisfies the rule where all four hold.
+        The threshold mask is the track's score history (`data["true_positive"]`, see
+        `alerts.filters.ScoreHistory`); rows without one pass it."""
         names = dets.data.get("class_name")
         if names is None:
             names = np.full(len(dets), "", object)
         of_class = np.isin(names, list(self.classes))
         confident = dets.confidence >= self.config.min_confidence
+        positive = dets.data.get("true_positive")
+        counts = np.ones(len(dets), bool) if positive is None else positive.astype(bool)
         in_zone = np.ones(len(dets), bool)
-        if self.zone is not None and (of_class & confident).any():
+        if self.zone is not None and (of_class & confident & counts).any():
             in_zone = self.zone.trigger(dets, (frame.width, frame.height))
-        return of_class, confident, in_zone
+        return of_class, confident, counts, in_zone
 
     def satisfied(self, dets: Detections, frame: Frame) -> np.ndarray:
-        of_class, confident, in_zone = self.checks(dets, frame)
-        result: np.ndarray = of_class & confident & in_zone
+        of_class, confident, counts, in_zone = self.checks(dets, frame)
+        result: np.ndarray = of_class & confident & counts & in_zone
         return result
 
 
@@ -324,13 +337,15 @@ class CameraRules:
         self.outcomes, self.alert_ids = {}, {}
         for rule in self.rules:
             name = rule.config.name
-            of_class, confident, in_zone = rule.checks(tracked, frame)
-            mask = of_class & confident & in_zone
+            of_class, confident, counts, in_zone = rule.checks(tracked, frame)
+            mask = of_class & confident & counts & in_zone
             # Traced for `vigil eval` only: what each row was made of, even when nothing happened.
             outcomes: list[Outcome] = (
                 [
-                    "class" if not c else "confidence" if not f else "zone" if not z else "pending"
-                    for c, f, z in zip(of_class.tolist(), confident.tolist(), in_zone.tolist(), strict=True)
+                    _first_unmet(*checks)
+                    for checks in zip(
+                        of_class.tolist(), confident.tolist(), counts.tolist(), in_zone.tolist(), strict=True
+                    )
                 ]
                 if self.trace
                 else ["pending"] * len(tracked)

@@ -168,7 +168,13 @@ class CameraWorker:
             sampler=FpsSampler(camera.fps if sample_fps is True else (sample_fps or None)),
             encoder=FrameEncoder(camera.max_width, camera.jpeg_quality),
             backoff=Backoff(camera.reconnect_initial_s, camera.reconnect_max_s),
-            motion=MotionDetector(motion.downscale_width, motion.threshold, motion.min_area_fraction)
+            motion=MotionDetector(
+                motion.downscale_width,
+                motion.threshold,
+                motion.min_area_fraction,
+                masks=motion.masks,
+                max_width=camera.max_width,
+            )
             if motion.enabled
             else None,
             motion_gate=MotionGate(motion.keepalive_s) if motion.enabled else None,

@@ -4,14 +4,23 @@ The frame is shrunk to `downscale_width`, turned grey and blurred; a running-ave
 is compared with it (absdiff + threshold + dilate) and the contours of what changed become
 motion boxes, scaled back to the frame's pixels. It costs ~1 ms per frame at 320 px wide,
 against tens of milliseconds for a detector.
+
+Motion masks (`cameras[].motion.masks`) are polygons whose changes are not motion: they are
+rasterised once per grey-frame size and cleared from the difference before it is thresholded, so
+a clock or trees in the wind neither start motion boxes nor keep frames flowing. Pixel vertices
+are pixels of the *published* frame (after `max_width`), as for zones; fraction vertices are
+fractions of any frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from vigil.config import MotionMaskConfig
 
 Box = tuple[int, int, int, int]
 
@@ -31,20 +40,47 @@ class MotionDetector:
         min_area_fraction: float = 0.002,
         alpha: float = 0.2,
         max_change_fraction: float = 0.8,
+        masks: Sequence[MotionMaskConfig] = (),
+        max_width: int | None = None,
     ) -> None:
         self.downscale_width = downscale_width
         self.threshold = threshold
         self.min_area_fraction = min_area_fraction
         self.alpha = alpha
         self.max_change_fraction = max_change_fraction
+        self.masks = list(masks)
+        self.max_width = max_width  # the published frame's width limit: pixel masks are in its pixels
         self._background: np.ndarray | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         # Frames that replaced an existing background as a new scene: they report no motion, yet the
         # picture changed (a still-frame consumer must not take them for unchanged).
         self.scene_changes = 0
+        self._ignore: tuple[tuple[int, int, int, int], np.ndarray | None] | None = None
 
     def reset(self) -> None:
         self._background = None
+
+    def ignored(self, frame_wh: tuple[int, int], grey_wh: tuple[int, int]) -> np.ndarray | None:
+        """uint8 (grey height, grey width), 255 inside a motion mask; None without masks. Cached per size."""
+        key = (*frame_wh, *grey_wh)
+        if self._ignore is not None and self._ignore[0] == key:
+            return self._ignore[1]
+        mask: np.ndarray | None = None
+        if self.masks:
+            width, height = frame_wh
+            # Published frame: the source scaled to max_width, as ingest's encoder does.
+            published = min(1.0, self.max_width / width) if self.max_width else 1.0
+            pub_wh = np.array([width * published, max(1, round(height * published))], np.float64)
+            grey_size = np.array(grey_wh, np.float64)
+            mask = np.zeros((grey_wh[1], grey_wh[0]), np.uint8)
+            for area in self.masks:
+                vertices = np.asarray(area.polygon, np.float64)
+                fraction = vertices if area.units == "fraction" else vertices / pub_wh
+                # 4 bits of sub-pixel precision: a small grey frame still follows the drawn edge.
+                points = np.round(fraction * grey_size * 16).astype(np.int32).reshape(-1, 1, 2)
+                cv2.fillPoly(mask, [points], 255, lineType=cv2.LINE_8, shift=4)
+        self._ignore = (key, mask)
+        return mask
 
     def _grey(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         if frame.ndim not in (2, 3):
@@ -66,6 +102,9 @@ class MotionDetector:
             return []
         diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
         cv2.accumulateWeighted(grey, self._background, self.alpha)
+        ignored = self.ignored((frame.shape[1], frame.shape[0]), (grey.shape[1], grey.shape[0]))
+        if ignored is not None:
+            diff[ignored > 0] = 0
         _, mask = cv2.threshold(diff, self.threshold, 255, cv2.THRESH_BINARY)
         changed = cv2.countNonZero(mask) / mask.size
         if changed > self.max_change_fraction:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -32,8 +34,9 @@ def points_in_polygon(points: npt.ArrayLike, polygon: npt.ArrayLike) -> npt.NDAr
     if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
         raise ContractError(f"polygon must have shape (M>=3, 2), got {poly.shape}")
     x, y = pts[:, 0:1], pts[:, 1:2]
-    x1, y1 = poly[:, 0][None, :], poly[:, 1][None, :]
-    x2, y2 = np.roll(poly[:, 0], -1)[None, :], np.roll(poly[:, 1], -1)[None, :]
+    following = np.concatenate([poly[1:], poly[:1]])  # vertex i + 1, wrapping (np.roll, without its overhead)
+    x1, y1 = poly[None, :, 0], poly[None, :, 1]
+    x2, y2 = following[None, :, 0], following[None, :, 1]
     crosses = (y1 > y) != (y2 > y)
     with np.errstate(divide="ignore", invalid="ignore"):
         x_at_y = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
@@ -50,3 +53,66 @@ def polygon_pixels(polygon: npt.ArrayLike, units: str, frame_wh: tuple[int, int]
     if frame_wh is None:
         raise ContractError("a zone in fraction units needs the frame size")
     return vertices * np.array(frame_wh, dtype=np.float64)
+
+
+def points_on_polygon_edge(
+    points: npt.ArrayLike, polygon: npt.ArrayLike, tolerance: float = 1e-6
+) -> npt.NDArray[np.bool_]:
+    """(N,) True where a point lies on an edge (or a vertex) of the polygon, within `tolerance`
+    pixels: what `points_in_polygon`'s half-open rule leaves out on the right and bottom edges."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    poly = np.asarray(polygon, dtype=np.float64)
+    following = np.concatenate([poly[1:], poly[:1]])
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x1, y1 = poly[None, :, 0], poly[None, :, 1]
+    dx, dy = following[None, :, 0] - x1, following[None, :, 1] - y1
+    # The point of each edge nearest to each point: its projection, clamped to the segment.
+    t = np.clip(((x - x1) * dx + (y - y1) * dy) / np.maximum(dx * dx + dy * dy, 1e-18), 0.0, 1.0)
+    ex, ey = x1 + t * dx - x, y1 + t * dy - y
+    on: npt.NDArray[np.bool_] = np.any((ex * ex + ey * ey) <= tolerance * tolerance, axis=1)
+    return on
+
+
+def _orientation(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], r: npt.NDArray[np.float64]) -> Any:
+    """Sign of the cross product (q - p) x (r - p), broadcast: 1 left turn, -1 right turn, 0 collinear."""
+    cross = (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (r[..., 0] - p[..., 0])
+    return np.sign(cross)
+
+
+def _on_segment(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], r: npt.NDArray[np.float64]) -> Any:
+    """For collinear p, q, r: whether r lies within the bounding box of segment p-q."""
+    return (
+        (np.minimum(p[..., 0], q[..., 0]) <= r[..., 0])
+        & (r[..., 0] <= np.maximum(p[..., 0], q[..., 0]))
+        & (np.minimum(p[..., 1], q[..., 1]) <= r[..., 1])
+        & (r[..., 1] <= np.maximum(p[..., 1], q[..., 1]))
+    )
+
+
+def polygon_self_intersection(polygon: npt.ArrayLike) -> tuple[int, int] | None:
+    """The first pair of edges (i, j), edge i running from vertex i to vertex i+1, that cross or
+    touch although they are not neighbours, or neighbours that fold back onto each other (or
+    meet at a repeated vertex); None for a simple polygon."""
+    poly = np.asarray(polygon, dtype=np.float64)
+    n = len(poly)
+    start, end = poly, np.roll(poly, -1, axis=0)
+    i, j = np.triu_indices(n, k=1)
+    neighbours = (j == i + 1) | ((i == 0) & (j == n - 1))
+    a1, a2, b1, b2 = start[i], end[i], start[j], end[j]
+    o1, o2 = _orientation(a1, a2, b1), _orientation(a1, a2, b2)
+    o3, o4 = _orientation(b1, b2, a1), _orientation(b1, b2, a2)
+    proper = (o1 * o2 < 0) & (o3 * o4 < 0)
+    touching = (
+        ((o1 == 0) & _on_segment(a1, a2, b1))
+        | ((o2 == 0) & _on_segment(a1, a2, b2))
+        | ((o3 == 0) & _on_segment(b1, b2, a1))
+        | ((o4 == 0) & _on_segment(b1, b2, a2))
+    )
+    # Neighbours share one vertex; they are wrong only when one has no length (a repeated vertex)
+    # or the second runs back along the first (a spike).
+    zero = np.all(a1 == a2, axis=1) | np.all(b1 == b2, axis=1)
+    backwards = (o1 == 0) & (o2 == 0) & (np.sum((a2 - a1) * (b2 - b1), axis=1) < 0)
+    bad = np.flatnonzero(np.where(neighbours, zero | backwards, proper | touching))
+    if len(bad) == 0:
+        return None
+    return int(i[bad[0]]), int(j[bad[0]])

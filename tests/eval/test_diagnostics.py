@@ -20,6 +20,7 @@ from vigil.detections import Detections
 from vigil.eval.events import EventScores
 from vigil.eval.groundtruth import GroundTruth
 from vigil.eval.pipeline import PipelineResult, choose_target
+from vigil.eval.report import EvalReport
 from vigil.eval.run import build_report, relayed_records
 
 NS = 1_000_000_000
@@ -53,8 +54,9 @@ def config(**rule: Any) -> VigilConfig:
     rules = {"name": "r", "zone": "left", "min_frames": 3, "end_after_s": 1.0, "cooldown_s": 30.0, "min_confidence": 0.6,
              "rejoin_s": 0.5, **rule}  # fmt: skip
     rate = rules.pop("rate_limit_per_minute", 30)
+    objects = rules.pop("objects", {})
     return VigilConfig.model_validate({
-        "cameras": [{"id": "cam", "kind": "replay", "url": "x.mp4", "zones": [
+        "cameras": [{"id": "cam", "kind": "replay", "url": "x.mp4", "objects": objects, "zones": [
             {"name": "left", "units": "fraction", "polygon": [[0, 0.4], [0.5, 0.4], [0.5, 1], [0, 1]]}]}],
         "alerts": {"tracker": {"min_hits": 2, "lost_after_s": 0.3, "high_threshold": 0.5}, "rules": [rules],
                    "rate_limit_per_minute": rate},
@@ -63,6 +65,12 @@ def config(**rule: Any) -> VigilConfig:
 
 def evaluate(scene: Scene, cfg: VigilConfig) -> EventScores:
     """Build the run's records, let the engine be the aggregator, and score them."""
+    report = evaluate_report(scene, cfg)
+    assert report.events is not None
+    return report.events
+
+
+def evaluate_report(scene: Scene, cfg: VigilConfig) -> EvalReport:
     gt_frames = {}
     for f in range(1, scene.frames + 1):
         boxes = scene.gt.get(f, {})
@@ -84,12 +92,14 @@ def evaluate(scene: Scene, cfg: VigilConfig) -> EventScores:
         records[rec.frame_key] = rec
     result = PipelineResult(records, [], {}, {k: r.capture_ns for k, r in records.items()}, scene.frames, T0, 0.2)
     target = choose_target(cfg, "x.mp4", None, None)
-    aggregator = AlertEngine(cfg.alerts, [target.camera])
+    aggregator = AlertEngine(cfg.alerts, [target.camera], objects=cfg.objects)
     result.alerts = [a for r in relayed_records(result) for a in aggregator.process(r, r.capture_ns)]
-    report = build_report(Path("x.mp4"), "gt", gt, FPS, "m", target, result, None, COCO_CLASSES, cfg.alerts)
+    report = build_report(
+        Path("x.mp4"), "gt", gt, FPS, "m", target, result, None, COCO_CLASSES, cfg.alerts, cfg.objects
+    )
     assert report.events is not None
     assert any("reproduced its alerts exactly" in n for n in report.notes), report.notes
-    return report.events
+    return report
 
 
 def reasons(scores: EventScores) -> dict[int, str]:
@@ -156,6 +166,18 @@ CASES: list[tuple[str, Scene, dict[str, Any], dict[int, str]]] = [
         {},
         {1: "alert_not_matched"},
     ),
+    (
+        "filtered",  # every box on the person is wider than the camera's max_ratio: removed before tracking
+        Scene(30).person(1, range(1, 31), IN, IN),
+        {"objects": {"filters": {"person": {"max_ratio": 0.25}}}},
+        {1: "filtered"},
+    ),
+    (
+        "below_threshold",  # tracked at 0.7, above min_confidence, but its median never reaches 0.8
+        Scene(30).person(1, range(1, 31), IN, IN, 0.7),
+        {"objects": {"filters": {"person": {"threshold": 0.8}}}},
+        {1: "below_threshold"},
+    ),
 ]
 
 
@@ -199,3 +221,48 @@ def test_report_carries_the_explanations(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "| 1, 3-30 | never_detected |" in text and "no_ground_truth" in text
     assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+WIDE: Box = (220.0, 150.0, 300.0, 300.0)  # 80 x 150, ratio 0.53; feet (260, 300): in the zone's right part
+
+
+def test_the_report_counts_what_each_filter_and_mask_removed(tmp_path: Path) -> None:
+    """Person 1 passes every control; person 2 is too wide for max_ratio 0.5 (an event lost to it);
+    an unlabelled blob that alerts without the mask is masked (a false alert removed)."""
+    scene = Scene(30).person(1, range(1, 31), IN, IN).person(2, range(1, 31), WIDE, WIDE)
+    scene.person(None, range(1, 31), None, PHANTOM)
+    blob = {"name": "blob", "polygon": [[0, 240], [80, 240], [80, 340], [0, 340]]}
+    report = evaluate_report(scene, config(objects={"filters": {"person": {"max_ratio": 0.5}}, "masks": [blob]}))
+    assert report.events is not None and reasons(report.events) == {2: "filtered"}
+    assert report.events.false_alerts == 0
+    controls = report.controls
+    assert controls is not None and (controls.boxes_in, controls.boxes_kept) == (90, 30)
+    effects = {e.control: e for e in controls.effects}
+    assert list(effects) == ["max_ratio", "mask:blob", "all"]
+    ratio, mask, everything = effects["max_ratio"], effects["mask:blob"], effects["all"]
+    assert (ratio.boxes, ratio.on_labelled, ratio.alerts_removed, ratio.false_alerts_removed, ratio.events_lost) == (
+        30, 30, 1, 0, 1)  # fmt: skip
+    assert (mask.boxes, mask.on_labelled, mask.alerts_removed, mask.false_alerts_removed, mask.events_lost) == (
+        30, 0, 1, 1, 0)  # fmt: skip
+    assert (everything.boxes, everything.alerts_removed, everything.events_lost) == (60, 2, 1)
+    assert mask.event_recall_without == 0.5 and mask.alert_precision_without == 0.5
+    assert controls.kept_precision == 1.0 and controls.kept_recall == 0.5
+    report.write(tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())["filters"]
+    assert data["boxes_removed"] == 60 and data["controls"]["mask:blob"]["false_alerts_removed"] == 1
+    assert data["after_filters"]["recall"] == 0.5
+    text = (tmp_path / "report.md").read_text()
+    assert "## Object filters and masks" in text and "| mask:blob | 30 | 0 | 1 | 1 | 0 |" in text
+
+
+def test_threshold_counts_the_tracks_it_held_back() -> None:
+    # A labelled person at a steady 0.9 and an unlabelled blob whose one confident frame is followed by
+    # low scores: the threshold holds the blob's track back and removes its false alert.
+    scene = Scene(30).person(1, range(1, 31), IN, IN).person(None, range(1, 3), None, PHANTOM, 0.95)
+    scene.person(None, range(3, 31), None, PHANTOM, 0.62)
+    report = evaluate_report(scene, config(objects={"filters": {"person": {"threshold": 0.7}}}))
+    assert report.events is not None and report.events.false_alerts == 0 and report.events.event_recall == 1.0
+    assert report.controls is not None
+    threshold = next(e for e in report.controls.effects if e.control == "threshold")
+    assert threshold.tracks_held_back == 1 and threshold.boxes >= 25
+    assert (threshold.alerts_removed, threshold.false_alerts_removed, threshold.events_lost) == (1, 1, 0)

@@ -15,7 +15,7 @@ from pydantic import Field
 from vigil.coco import COCO_CLASSES
 from vigil.config.alerts import AlertsConfig, RuleConfig, TrackerConfig, WebhookConfig
 from vigil.config.base import Section
-from vigil.config.cameras import CameraConfig, MotionConfig, ReplayConfig, ZoneConfig
+from vigil.config.cameras import CameraConfig, MotionConfig, MotionMaskConfig, ReplayConfig, ZoneConfig
 from vigil.config.detect import DetectConfig, StationaryConfig
 from vigil.config.kafka import (
     ConsumerConfig,
@@ -24,6 +24,14 @@ from vigil.config.kafka import (
     ProducerConfig,
     TopicConfig,
     TopicsConfig,
+)
+from vigil.config.objects import (
+    DEFAULT_CLASS,
+    CameraObjectsConfig,
+    ObjectFilterConfig,
+    ObjectMaskConfig,
+    ObjectsConfig,
+    camera_objects,
 )
 from vigil.config.web import WebConfig, WebTokenConfig, WebUserConfig, web_issues
 from vigil.errors import ConfigIssue
@@ -41,6 +49,10 @@ class VigilConfig(Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig, title="Kafka connection")
     topics: TopicsConfig = Field(default_factory=TopicsConfig, title="Topic names and partitions")
     cameras: list[CameraConfig] = Field(default_factory=list, title="Cameras and recordings")
+    objects: ObjectsConfig = Field(
+        default_factory=ObjectsConfig,
+        title="Object filters and score history of every camera (cameras[].objects merge over it)",
+    )
     detect: DetectConfig = Field(default_factory=DetectConfig, title="Detection functions")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, title="Alert aggregator and webhooks")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, title="Metrics and health endpoints")
@@ -50,9 +62,34 @@ class VigilConfig(Section):
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
 
+    def camera_objects(self, camera: CameraConfig) -> CameraObjectsConfig:
+        """The camera's object filters and masks, merged over the global `objects`."""
+        return camera_objects(self.objects, camera.objects)
+
     def class_names(self) -> tuple[str, ...]:
         """Class names rules are checked against: the override in `detect`, else COCO's 80."""
         return tuple(self.detect.class_names) if self.detect.class_names else COCO_CLASSES
+
+
+def _class_issues(
+    key: str, names: list[str], known: set[str], indexed: bool = False, allow_default: bool = False
+) -> list[ConfigIssue]:
+    """Class names that the model does not have, each at its key (`key[i]` for a list, `key.name` for a mapping)."""
+    issues = []
+    for index, class_name in enumerate(names):
+        if class_name in known or (allow_default and class_name == DEFAULT_CLASS):
+            continue
+        close = difflib.get_close_matches(class_name, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        also = f", or `{DEFAULT_CLASS}` for every class without an entry" if allow_default else ""
+        issues.append(
+            ConfigIssue(
+                f"{key}[{index}]" if indexed else f"{key}.{class_name}",
+                f"unknown class {class_name!r}; {hint}classes are the model's (COCO by default; "
+                f"set detect.class_names for a custom model){also}",
+            )
+        )
+    return issues
 
 
 def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
@@ -63,6 +100,12 @@ def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
         if ids.index(camera_id) != index:
             issues.append(ConfigIssue(f"cameras[{index}].id", f"camera id {camera_id!r} is used twice"))
     known_classes = set(config.class_names())
+    issues += _class_issues("objects.filters", list(config.objects.filters), known_classes, allow_default=True)
+    for c_index, camera in enumerate(config.cameras):
+        where = f"cameras[{c_index}].objects"
+        issues += _class_issues(f"{where}.filters", list(camera.objects.filters), known_classes, allow_default=True)
+        for m_index, mask in enumerate(camera.objects.masks):
+            issues += _class_issues(f"{where}.masks[{m_index}].classes", mask.classes, known_classes, indexed=True)
     rule_names = {r.name for r in config.alerts.rules}
     for r_index, rule in enumerate(config.alerts.rules):
         where = f"alerts.rules[{r_index}]"
@@ -80,17 +123,7 @@ def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
                         "cameras[].zones or list only cameras that have it in the rule's cameras",
                     )
                 )
-        for k_index, class_name in enumerate(rule.classes):
-            if class_name not in known_classes:
-                close = difflib.get_close_matches(class_name, sorted(known_classes), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                issues.append(
-                    ConfigIssue(
-                        f"{where}.classes[{k_index}]",
-                        f"unknown class {class_name!r}; {hint}classes are the model's (COCO by default; "
-                        "set detect.class_names for a custom model)",
-                    )
-                )
+        issues += _class_issues(f"{where}.classes", rule.classes, known_classes, indexed=True)
     for w_index, hook in enumerate(config.alerts.webhooks):
         for r_index, rule_name in enumerate(hook.rules):
             if rule_name not in rule_names:
@@ -111,8 +144,13 @@ __all__ = [
     "DetectConfig",
     "EmbeddedBrokerConfig",
     "KafkaConfig",
+    "CameraObjectsConfig",
     "MetricsConfig",
     "MotionConfig",
+    "MotionMaskConfig",
+    "ObjectFilterConfig",
+    "ObjectMaskConfig",
+    "ObjectsConfig",
     "ProducerConfig",
     "ReplayConfig",
     "RuleConfig",
@@ -126,5 +164,6 @@ __all__ = [
     "WebUserConfig",
     "WebhookConfig",
     "ZoneConfig",
+    "camera_objects",
     "reference_issues",
 ]

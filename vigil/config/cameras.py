@@ -1,4 +1,4 @@
-"""`cameras` section: sources, sampling, motion gating and zones per camera."""
+"""`cameras` section: sources, sampling, motion gating (and its masks), zones and object filters per camera."""
 
 from __future__ import annotations
 
@@ -6,36 +6,22 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from vigil.config.areas import PolygonArea, names_unique, pixel_polygons_within
 from vigil.config.base import NAME_PATTERN, FieldError, Section
+from vigil.config.objects import CameraObjectsConfig
 from vigil.redact import split_credentials
 
 
-class ZoneConfig(Section):
-    name: str = Field(..., pattern=NAME_PATTERN, title="Zone name, unique per camera")
-    polygon: list[tuple[float, float]] = Field(
-        ..., min_length=3, max_length=256, title="Polygon vertices [[x, y], ...], at least 3"
-    )
-    units: Literal["pixels", "fraction"] = Field(
-        "pixels",
-        title="Vertices in pixels of the published frame (after max_width), or 0-1 fractions of the frame "
-        "(fractions survive any resize)",
-    )
+class ZoneConfig(PolygonArea):
+    """A named area of the picture that alert rules refer to."""
 
-    @model_validator(mode="after")
-    def _polygon_valid(self) -> ZoneConfig:
-        xs = [p[0] for p in self.polygon]
-        ys = [p[1] for p in self.polygon]
-        if self.units == "fraction" and not all(0.0 <= v <= 1.0 for v in xs + ys):
-            raise FieldError(
-                "polygon", "with units: fraction every vertex must lie in 0..1; use units: pixels otherwise"
-            )
-        if any(v < 0 for v in xs + ys):
-            raise FieldError("polygon", "polygon vertices must not be negative")
-        # Shoelace area: a degenerate (collinear) polygon can never contain a point.
-        area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(self.polygon))))
-        if area == 0:
-            raise FieldError("polygon", "polygon has zero area (are the points collinear?)")
-        return self
+    name: str = Field(..., pattern=NAME_PATTERN, title="Zone name, unique per camera")
+
+
+class MotionMaskConfig(PolygonArea):
+    """A polygon motion gating ignores (a clock, trees in the wind, a busy road outside the area of interest)."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, title="Mask name, unique among the camera's motion masks")
 
 
 class MotionConfig(Section):
@@ -64,6 +50,14 @@ class MotionConfig(Section):
         le=3600.0,
         title="With still_frames: drop, send a frame at least this often without motion, seconds",
     )
+    masks: list[MotionMaskConfig] = Field(
+        default_factory=list, max_length=64, title="Areas whose changes are not motion (gating ignores them)"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> MotionConfig:
+        names_unique(list(self.masks), "masks", "motion mask")
+        return self
 
 
 class ReplayConfig(Section):
@@ -104,6 +98,10 @@ class CameraConfig(Section):
     queue_size: int = Field(4, ge=1, le=1024, title="Frames buffered per camera; the oldest is dropped when full")
     motion: MotionConfig = Field(default_factory=MotionConfig, title="Motion gating")
     zones: list[ZoneConfig] = Field(default_factory=list, title="Named zones that alert rules refer to")
+    objects: CameraObjectsConfig = Field(
+        default_factory=CameraObjectsConfig,
+        title="Object filters (merged over the global `objects`) and object masks of this camera",
+    )
     replay: ReplayConfig = Field(default_factory=ReplayConfig, title="Replay options (kind: replay)")
 
     @field_validator("url")
@@ -124,22 +122,14 @@ class CameraConfig(Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> CameraConfig:
         url = self.url.get_secret_value()
-        if self.max_width is not None:
-            for index, zone in enumerate(self.zones):
-                if zone.units == "pixels" and max(x for x, _ in zone.polygon) > self.max_width:
-                    raise FieldError(
-                        ("zones", index, "polygon"),
-                        f"zone {zone.name!r} has vertices right of max_width={self.max_width}: pixel zones are in "
-                        "pixels of the published (resized) frame; scale them, or use units: fraction",
-                    )
+        pixel_polygons_within(list(self.zones), self.max_width, "zones", "zone")
+        pixel_polygons_within(list(self.objects.masks), self.max_width, "objects.masks", "object mask")
+        pixel_polygons_within(list(self.motion.masks), self.max_width, "motion.masks", "motion mask")
         if self.kind == "rtsp" and not url.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
             raise FieldError("url", "kind: rtsp needs an rtsp:// url; for a file set kind: replay")
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise FieldError("reconnect_max_s", "reconnect_max_s must be at least reconnect_initial_s")
-        names = [z.name for z in self.zones]
-        for index, name in enumerate(names):
-            if names.index(name) != index:
-                raise FieldError(("zones", index, "name"), f"zone name {name!r} is used twice on this camera")
+        names_unique(list(self.zones), "zones", "zone")
         return self
 
     def zone(self, name: str) -> ZoneConfig | None:

@@ -43,7 +43,7 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in args)
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = text.replace("typing.", "").replace("pydantic.types.", "").replace("vigil.config.", "")
-    for module in ("alerts.", "cameras.", "detect.", "kafka.", "base.", "web."):
+    for module in ("alerts.", "areas.", "cameras.", "detect.", "kafka.", "base.", "objects.", "web."):
         text = text.replace(module, "")
     return text.replace("SecretStr", "secret").replace("NoneType", "None").replace("|", "or")
 
@@ -87,8 +87,9 @@ def _section(model: type[BaseModel], path: str, out: list[str], seen: set[str]) 
             f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {_bounds(field)} | {field.title or ''} |"
         )
         if child is not None:
-            is_list = typing.get_origin(field.annotation) is list
-            children.append(((f"{path}.{name}" if path else name) + ("[]" if is_list else ""), child))
+            origin = typing.get_origin(field.annotation)
+            suffix = "[]" if origin is list else ".<class>" if origin is dict else ""
+            children.append(((f"{path}.{name}" if path else name) + suffix, child))
     for child_path, child in children:
         if child_path not in seen:
             seen.add(child_path)

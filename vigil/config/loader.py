@@ -115,8 +115,12 @@ def _substitute(value: Any, env: Mapping[str, str], path: Path_, issues: list[Co
 def _model_at(path: Path_) -> type[BaseModel] | None:
     """The config model class that the mapping at `path` is validated against, if any."""
     model: type[BaseModel] = VigilConfig
+    keyed = False  # the previous field was a mapping of sections: this part is its key (a class name)
     for part in path:
         if isinstance(part, int):
+            continue
+        if keyed:
+            keyed = False
             continue
         field = model.model_fields.get(part)
         if field is None:
@@ -132,6 +136,7 @@ def _model_at(path: Path_) -> type[BaseModel] | None:
                 candidates.extend(typing.get_args(annotation))
         if found is None:
             return None
+        keyed = typing.get_origin(field.annotation) is dict
         model = found
     return model
 

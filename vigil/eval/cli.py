@@ -67,8 +67,9 @@ def eval_main(args: argparse.Namespace) -> int:
         notes = check_alignment(gt, predictions, configs.stages.class_names(), what)
     print("\n".join(f"labels: {n}" for n in notes), file=sys.stderr)
     report = build_report(
-        video, args.gt, gt, fps, model_name, target, result, bare, configs.stages.class_names(), configs.alerts.alerts
-    )
+        video, args.gt, gt, fps, model_name, target, result, bare, configs.stages.class_names(), configs.alerts.alerts,
+        configs.alerts.objects,
+    )  # fmt: skip
     written = report.write(out)
     p = report.pipeline.overall
     print(
@@ -91,6 +92,14 @@ def eval_main(args: argparse.Namespace) -> int:
         for false in e.false:
             print(
                 f"  false alert {false.alert.alert_id} at frame {false.alert.start_frame}: {false.kind} ({false.detail})"
+            )
+    if (c := report.controls) is not None:
+        print(f"object filters and masks: {c.boxes_in - c.boxes_kept} of {c.boxes_in} boxes removed before tracking")
+        for effect in c.effects:
+            boxes = f"{effect.boxes} boxes held back" if effect.control == "threshold" else f"{effect.boxes} boxes"
+            print(
+                f"  {effect.control}: {boxes} ({effect.on_labelled} on labelled objects), {effect.alerts_removed} "
+                f"alerts removed ({effect.false_alerts_removed} false), {effect.events_lost} events lost"
             )
     if (t := report.tracking) is not None:
         print(f"tracking: MOTA {t.mota:.3f}, IDF1 {t.idf1:.3f}, HOTA {t.hota:.3f}, {t.id_switches} ID switches")

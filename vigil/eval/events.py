@@ -40,9 +40,11 @@ class FiredAlert:
 
 MissReason = Literal[
     "never_detected",  # no box of the rule's classes overlapped the object
+    "filtered",  # detected, but every box on it was removed by an object filter or mask before tracking
     "never_confirmed",  # detected, but the tracker never confirmed a track on it
     "rule_not_satisfied",  # tracked, but its box was below min_confidence or its anchor outside the zone
     "min_frames_not_reached",  # in the zone, but never for min_frames consecutive frames / min_dwell_s
+    "below_threshold",  # tracked, but its track's median score never reached the class's objects threshold
     "outside_schedule",  # would have alerted, but the rule's schedule was closed
     "rate_limited",  # its alert started silently: rate_limit_per_minute was reached
     "cooldown",  # its track was in cooldown after an earlier alert
@@ -75,14 +77,16 @@ class FalseAlert:
 @dataclass(frozen=True)
 class FrameObservation:
     """What the alert engine saw and did at one frame (boxes in ground-truth pixels): the detections
-    it was given (`data["class_name"]`), its confirmed tracks, and the rule's outcome per tracked
-    row (`alerts.rules.Outcome`: pending, started, cooldown, zone, ...)."""
+    it was given (`data["class_name"]`) and why each one it removed before tracking was removed
+    (`removed`: a filter's name or `mask:<name>`, "" for those kept), its confirmed tracks, and the
+    rule's outcome per tracked row (`alerts.rules.Outcome`: pending, started, cooldown, zone, ...)."""
 
     frame: int
     detections: Detections
     tracked: Detections
     outcomes: list[str]
     alert_ids: list[str] = field(default_factory=list)  # the alert each tracked row carries, "" if none
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -260,6 +264,7 @@ _PRIORITY: tuple[tuple[MissReason, frozenset[str]], ...] = (
     ("rate_limited", frozenset({"rate_limited", "active_silent"})),
     ("cooldown", frozenset({"cooldown", "rejoined_cooldown"})),
     ("min_frames_not_reached", frozenset({"pending"})),
+    ("below_threshold", frozenset({"threshold"})),
 )
 _ALERTING = frozenset({"started", "active", "rejoined", "adopted"})
 
@@ -283,7 +288,8 @@ def explain_misses(
     for event in scores.gt_events:
         if event in matched:
             continue
-        frames = detected = 0
+        frames = detected = kept = 0
+        removed: Counter[str] = Counter()
         outcomes: Counter[str] = Counter()
         carried: Counter[str] = Counter()
         blocked: Counter[str] = Counter()
@@ -296,8 +302,12 @@ def explain_misses(
             dets = seen.detections
             names = dets.data.get("class_name", np.full(len(dets), "", object))
             of_class = np.isin(names, list(classes)) if len(dets) else np.zeros(0, bool)
-            if of_class.any() and (box_iou(box, dets.xyxy[of_class])[0] >= min_iou).any():
+            on_it = of_class & (box_iou(box, dets.xyxy)[0] >= min_iou) if of_class.any() else of_class
+            if on_it.any():
                 detected += 1
+                why = np.asarray(seen.removed, object) if len(seen.removed) == len(dets) else np.full(len(dets), "")
+                kept += bool((why[on_it] == "").any())
+                removed.update(r for r in why[on_it].tolist() if r)
             if len(seen.tracked):
                 iou = box_iou(box, seen.tracked.xyxy)[0]
                 best = int(np.argmax(iou))
@@ -309,7 +319,7 @@ def explain_misses(
                         carried[alert] += 1
                     elif alert:
                         blocked[alert] += 1  # cooldown, rate-limited: whose alert held it back
-        reason, detail = _reason(event, frames, detected, outcomes, carried, owner, rule)
+        reason, detail = _reason(event, frames, (detected, kept, removed), outcomes, carried, owner, rule)
         if reason in ("cooldown", "rate_limited") and blocked:
             alert = blocked.most_common(1)[0][0]
             of = f" (of track {owner[alert].track_id})" if alert in owner else ""
@@ -319,9 +329,12 @@ def explain_misses(
 
 
 def _reason(
-    event: GtEvent, frames: int, detected: int, outcomes: Counter[str], carried: Counter[str],
-    owner: dict[str, GtEvent], rule: RuleConfig,
+    event: GtEvent, frames: int, detections: tuple[int, int, Counter[str]], outcomes: Counter[str],
+    carried: Counter[str], owner: dict[str, GtEvent], rule: RuleConfig,
 ) -> tuple[MissReason, str]:  # fmt: skip
+    """`detections`: frames with a box on the object, frames where one of them was kept (not removed
+    by an object filter or mask), and how many of its boxes each filter or mask removed."""
+    detected, kept, removed = detections
     # An alert its track carried: another object's (matched to another track's event), or one of
     # its own that matched nothing; an alert of an earlier event of the same object is neither.
     foreign = [(a, owner[a]) for a, _ in carried.most_common() if a in owner and owner[a].track_id != event.track_id]
@@ -350,11 +363,17 @@ def _reason(
                     f"in the zone on a confirmed track in {hits} of {frames} frames, never {rule.min_frames} in a row "
                     f"for {rule.min_dwell_s:g} s"
                 )
+            if reason == "below_threshold":
+                return reason, f"its track's median score was below the objects threshold in {hits} of {frames} frames"
             return reason, f"{reason.replace('_', ' ')} in {hits} of {frames} frames"
     if sum(outcomes.values()):
         why = {"confidence": f"below min_confidence {rule.min_confidence:g}", "zone": "anchor outside the zone"}
         common = [f"{why.get(k, k)} in {n}" for k, n in outcomes.most_common()]
         return "rule_not_satisfied", f"of {frames} frames: " + ", ".join(common)
+    listed = ", ".join(f"{why} {n}" for why, n in removed.most_common())
+    if detected and not kept:
+        return "filtered", f"detected in {detected} of {frames} frames, every box removed before tracking ({listed})"
     if detected:
-        return "never_confirmed", f"detected in {detected} of {frames} frames, never on a confirmed track"
+        also = f"; boxes removed before tracking: {listed}" if removed else ""
+        return "never_confirmed", f"detected in {detected} of {frames} frames, never on a confirmed track{also}"
     return "never_detected", f"no {'/'.join(rule.classes)} box on it in {frames} frames"

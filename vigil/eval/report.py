@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vigil.eval.controls import ControlsReport
 from vigil.eval.events import EventScores
 from vigil.eval.scoring import ClassScores, DetectionScores
 from vigil.eval.tracking import TrackingScores
@@ -50,6 +51,7 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
     ground_truth_matching: dict[str, Any] | None = None  # vigil.eval.labels_match.Matching.to_json()
     tracking: TrackingScores | None = None
+    controls: ControlsReport | None = None  # object filters and masks; None when the camera has none
 
     def to_json(self) -> dict[str, Any]:
         def scores(s: DetectionScores | None) -> dict[str, Any] | None:
@@ -83,6 +85,7 @@ class EvalReport:
             "ap50_lost_by_pipeline": (self.bare.overall.ap50 - self.pipeline.overall.ap50) if self.bare else None,
             "events": events,
             "tracking": self.tracking.to_json() if self.tracking is not None else None,
+            "filters": self.controls.to_json() if self.controls is not None else None,
             "latency_ms": latency,
             "throughput": {"pipeline_fps": self.pipeline_fps, "wall_s": self.wall_s},
             "notes": self.notes,
@@ -109,6 +112,7 @@ class EvalReport:
         if self.events is not None:
             lines += _events_markdown(self.events)
         lines += _tracking_lines(self.tracking)
+        lines += self.controls.markdown() if self.controls is not None else []
         lines += [
             "",
             "## Latency and throughput",

@@ -11,13 +11,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from vigil.config import AlertsConfig, TrackerConfig, VigilConfig
+from vigil.config import (
+    AlertsConfig,
+    CameraConfig,
+    CameraObjectsConfig,
+    ObjectsConfig,
+    TrackerConfig,
+    VigilConfig,
+    camera_objects,
+)
 from vigil.contracts import AlertRecord, DetectionsRecord
 from vigil.detections import Detections
+from vigil.eval.controls import ALL, ControlsReport, active_controls, box_effects, without
 from vigil.eval.events import (
     EventScores,
     FiredAlert,
@@ -35,6 +45,9 @@ from vigil.eval.report import EvalReport, LatencyStats
 from vigil.eval.scoring import DetectionScores, score_detections
 from vigil.eval.tracking import TrackingScores, score_tracking
 from vigil.imagefolder import list_images
+
+if TYPE_CHECKING:
+    from alerts.engine import FrameTrace
 
 
 def describe_recording(video: Path) -> Recording:
@@ -124,12 +137,18 @@ def pipeline_predictions(result: PipelineResult, gt: GroundTruth) -> dict[int, D
 
 
 def pipeline_tracking(
-    result: PipelineResult, tracker: TrackerConfig, gt: GroundTruth, class_names: tuple[str, ...]
+    result: PipelineResult,
+    tracker: TrackerConfig,
+    gt: GroundTruth,
+    class_names: tuple[str, ...],
+    objects: CameraObjectsConfig | None = None,
 ) -> TrackingScores | None:
     """MOTA, IDF1, HOTA... of the pipeline's tracks against the ground-truth identities (None when the
     labels have none). The tracks are the aggregator's tracker (same code, same config) re-run here on
-    exactly what the aggregator was relayed: each frame's detections cut at the threshold, at the
-    capture time it saw, in frame order; deterministic, so the figures do not depend on the run's timing."""
+    exactly what the aggregator was relayed: each frame's detections cut at the threshold, less what
+    the camera's object filters and masks (`objects`, merged) remove, at the capture time it saw, in
+    frame order; deterministic, so the figures do not depend on the run's timing."""
+    from alerts.filters import Prefilter
     from alerts.tracker import ByteTracker
 
     if not any(b.tracker_id is not None and (b.tracker_id >= 0).any() for b in gt.frames.values()):
@@ -137,12 +156,15 @@ def pipeline_tracking(
     classes = {gt_index: class_names.index(name) for gt_index, name in enumerate(gt.class_names)}
     wanted = np.array(sorted(classes.values()), np.int32)
     run = ByteTracker(tracker)
+    prefilter = Prefilter(objects or CameraObjectsConfig())
     tracks: dict[int, Detections] = {}
     for key, record in sorted(result.records.items(), key=lambda kv: (kv[1].frame_index or 0, kv[0])):
         if record.frame_index is None:
             continue
         d = record.detections
-        tracked = run.update(d[d.confidence >= result.threshold], result.relayed_capture_ns.get(key, record.capture_ns))
+        d = Detections(d.xyxy, d.confidence, d.class_id, data={"class_name": np.asarray(record.class_names, object)})
+        kept, _ = prefilter.apply(d[d.confidence >= result.threshold], (record.width, record.height))
+        tracked = run.update(kept, result.relayed_capture_ns.get(key, record.capture_ns))
         tracked = tracked[np.isin(tracked.class_id, wanted)]
         tracks[record.frame_index + 1] = to_gt_pixels(tracked, record.width, record.height, gt)
     truth = {}
@@ -153,15 +175,19 @@ def pipeline_tracking(
     return score_tracking(truth, tracks, [n for n in sorted(tracks) if n in labelled])
 
 
-def fired_alerts(result: PipelineResult, target: EvalTarget, gt: GroundTruth) -> list[FiredAlert]:
-    """The rule's `started` alerts, each at the frame it started on (its frame ref; else its capture time)."""
+def fired_alerts(
+    result: PipelineResult, target: EvalTarget, gt: GroundTruth, alerts: list[AlertRecord] | None = None
+) -> list[FiredAlert]:
+    """The rule's `started` alerts (the run's, or `alerts` of an in-process re-run on its records),
+    each at the frame it started on (its frame ref; else its capture time)."""
     if target.rule is None:
         return []
+    alerts = result.alerts if alerts is None else alerts
     by_key = {key: r for key, r in result.records.items()}
     by_capture = {result.relayed_capture_ns.get(k, r.capture_ns): r for k, r in result.records.items()}
-    ended = {a.alert_id: a for a in result.alerts if a.event == "ended"}
+    ended = {a.alert_id: a for a in alerts if a.event == "ended"}
     fired = []
-    for alert in result.alerts:
+    for alert in alerts:
         if alert.event != "started" or alert.rule != target.rule.name or alert.camera_id != target.camera.id:
             continue
         ref = alert.frame
@@ -199,39 +225,92 @@ def relayed_records(result: PipelineResult) -> list[DetectionsRecord]:
     return out
 
 
-def replay_engine(
-    alerts: AlertsConfig, target: EvalTarget, result: PipelineResult, gt: GroundTruth
-) -> tuple[dict[int, FrameObservation], list[AlertRecord]]:
-    """Re-run the aggregator's engine in-process on the run's records (deterministic: the same
-    alerts), tracing what it made of every frame; observations keyed by ground-truth frame."""
+def rerun_engine(
+    alerts: AlertsConfig,
+    camera: CameraConfig,
+    result: PipelineResult,
+    objects: ObjectsConfig | None = None,
+    trace: bool = False,
+) -> tuple[list[AlertRecord], list[FrameTrace]]:
+    """The aggregator's engine in-process on the run's records, as the relay gave them to it
+    (deterministic: the same alerts): the alerts and, with `trace`, what it made of every frame."""
     from alerts.engine import AlertEngine
 
-    engine = AlertEngine(alerts, [target.camera], trace=True)
+    engine = AlertEngine(alerts, [camera], trace=trace, objects=objects)
     fired: list[AlertRecord] = []
     for record in relayed_records(result):
         fired += engine.process(record, record.capture_ns)
+    return fired, engine.trace or []
+
+
+def replay_engine(
+    alerts: AlertsConfig,
+    target: EvalTarget,
+    result: PipelineResult,
+    gt: GroundTruth,
+    objects: ObjectsConfig | None = None,
+) -> tuple[dict[int, FrameObservation], list[AlertRecord]]:
+    """Re-run the aggregator's engine, tracing what it made of every frame; observations keyed by
+    ground-truth frame (outcomes and alert ids: the target rule's, none without one)."""
+    fired, trace = rerun_engine(alerts, target.camera, result, objects, trace=True)
     observations = {}
     sizes = {r.frame_index: (r.width, r.height) for r in result.records.values()}
-    for step in engine.trace or []:
-        if step.frame_index is None or target.rule is None:
+    rule = target.rule.name if target.rule is not None else ""
+    for step in trace:
+        if step.frame_index is None:
             continue
         width, height = sizes[step.frame_index]
         observations[step.frame_index + 1] = FrameObservation(
             step.frame_index + 1,
             to_gt_pixels(step.detections, width, height, gt),
             to_gt_pixels(step.tracked, width, height, gt),
-            list(step.outcomes.get(target.rule.name, [])),
-            list(step.alert_ids.get(target.rule.name, [])),
+            list(step.outcomes.get(rule, [])),
+            list(step.alert_ids.get(rule, [])),
+            list(step.removed),
         )
     return observations, fired
 
 
+def controls_report(
+    alerts: AlertsConfig,
+    objects: ObjectsConfig,
+    target: EvalTarget,
+    result: PipelineResult,
+    gt: GroundTruth,
+    observations: dict[int, FrameObservation],
+    events: EventScores | None,
+    fps: float,
+    class_names: tuple[str, ...],
+) -> ControlsReport | None:
+    """What each object filter, the score threshold and each object mask of the camera removed (None
+    when it has none): boxes from the traced run, alerts from a re-run with that control off."""
+    merged = camera_objects(objects, target.camera.objects)
+    controls = active_controls(merged)
+    if not controls:
+        return None
+    total, kept, effects = box_effects(gt, observations, controls)
+    if events is not None:
+        for control, effect in effects.items():
+            camera = target.camera.model_copy(update={"objects": without(merged, control)})
+            alerts_off, _ = rerun_engine(alerts, camera, result)
+            effect.compare(
+                events, match_events(gt, events.gt_events, fired_alerts(result, target, gt, alerts_off), fps)
+            )
+    # What the tracker saw: the relayed boxes (already cut at the detection threshold) less those removed.
+    after = {n: o.detections[np.asarray(o.removed, object) == ""] for n, o in observations.items()}
+    scores = score_detections(subset(gt, sorted(observations)), after, class_names, 0.0).overall
+    report = ControlsReport(total, kept, [effects[c] for c in [*controls, ALL]])
+    report.kept_precision, report.kept_recall, report.kept_f1 = scores.precision, scores.recall, scores.f1
+    return report
+
+
 def diagnose(
-    scores: EventScores, alerts: AlertsConfig, target: EvalTarget, result: PipelineResult, gt: GroundTruth, fps: float
-) -> list[str]:
-    """Fill `scores.missed` and `scores.false`; notes on how (and whether the re-run agreed)."""
+    scores: EventScores, target: EvalTarget, observations: dict[int, FrameObservation], fired: list[AlertRecord],
+    gt: GroundTruth, fps: float,
+) -> list[str]:  # fmt: skip
+    """Fill `scores.missed` and `scores.false` from the traced re-run; notes on how (and whether the
+    re-run agreed with the aggregator)."""
     assert target.rule is not None
-    observations, fired = replay_engine(alerts, target, result, gt)
     scores.false = classify_false_alerts(gt, scores)
     scores.missed = explain_misses(gt, scores, observations, target.rule, fps)
     ours = sorted(a.alert_id for a in fired if a.event == "started" and a.rule == target.rule.name)
@@ -324,8 +403,13 @@ def build_report(
     bare: dict[int, Detections] | None,
     class_names: tuple[str, ...],
     alerts: AlertsConfig | None = None,
+    objects: ObjectsConfig | None = None,
 ) -> EvalReport:
-    """The report of a run. `alerts` (the aggregator's section) enables the why-missed diagnostics."""
+    """The report of a run. `alerts` (the aggregator's section) enables the why-missed diagnostics
+    and, with the global `objects` (the camera's own are the target's), what each object filter
+    and mask removed."""
+    objects = objects or ObjectsConfig()
+    observations, refired = replay_engine(alerts, target, result, gt, objects) if alerts is not None else ({}, [])
     numbers = sorted(index + 1 for index in result.by_frame_index())
     scored_gt = subset(gt, numbers)
     pipeline = score_detections(scored_gt, pipeline_predictions(result, gt), class_names, result.threshold)
@@ -341,9 +425,19 @@ def build_report(
         events = match_events(gt, gt_events, fired_alerts(result, target, gt), fps)
         notes.append(f"Alerts scored for rule {target.rule.name!r} (zone {target.zone.name if target.zone else '-'}).")
         if alerts is not None:
-            notes += diagnose(events, alerts, target, result, gt, fps)
+            notes += diagnose(events, target, observations, refired, gt, fps)
     else:
         notes.append("The config has no alert rule: alert-level results are not computed.")
+    controls = (
+        controls_report(alerts, objects, target, result, gt, observations, events, fps, class_names)
+        if alerts is not None
+        else None
+    )
+    if controls is not None:
+        notes.append(
+            "Object filters and masks: boxes counted in the aggregator's engine re-run (each under the first control "
+            "that removed it); alerts from a re-run with each control switched off."
+        )
     if len(numbers) != len(gt.frame_numbers):
         notes.append(f"{len(numbers)} of the {len(gt.frame_numbers)} labelled frames were sent to detection.")
     notes += label_notes(gt)
@@ -372,7 +466,14 @@ def build_report(
         wall_s=result.wall_s,
         notes=notes,
         ground_truth_matching=gt.matching.to_json() if gt.matching is not None else None,
-        tracking=pipeline_tracking(result, alerts.tracker if alerts is not None else TrackerConfig(), gt, class_names),
+        tracking=pipeline_tracking(
+            result,
+            alerts.tracker if alerts is not None else TrackerConfig(),
+            gt,
+            class_names,
+            camera_objects(objects, target.camera.objects),
+        ),
+        controls=controls,
     )
 
 

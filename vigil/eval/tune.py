@@ -11,8 +11,10 @@ Two stages, each on the objective summed over the training clips (counts added, 
 
 1. `detect.conf_threshold` / `iou_threshold` by the box objective (F1, or recall at a target
    precision), the middle of the F1 plateau;
-2. the tracker's thresholds (`alerts.tracker`) and the rule's (`min_confidence`, `min_frames`,
-   `min_dwell_s`, `end_after_s`, `rejoin_s`) by event F1 (event recall and alert precision), by
+2. the tracker's thresholds (`alerts.tracker`), the rule's (`min_confidence`, `min_frames`,
+   `min_dwell_s`, `end_after_s`, `rejoin_s`) and, for each of the rule's classes, the camera's
+   object filter `min_score` and score `threshold` (`objects.<class>.*`: the camera's merged
+   `objects.filters`) by event F1 (event recall and alert precision), by
    coordinate search (`vigil.eval.search`), simulating the aggregator's own `AlertEngine`
    in-process on detections records built from the stage-1 detections (capture time = the
    footage's own timeline). The events that must alert are those of the rule *as configured* on
@@ -35,7 +37,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vigil.config import AlertsConfig, RuleConfig, TrackerConfig, VigilConfig
+from vigil.config import (
+    AlertsConfig,
+    CameraConfig,
+    CameraObjectsConfig,
+    ObjectFilterConfig,
+    RuleConfig,
+    TrackerConfig,
+    VigilConfig,
+)
 from vigil.contracts import DetectionsRecord, FrameRef, ModelRef
 from vigil.detections import Detections
 from vigil.eval.alignment import check_alignment
@@ -63,6 +73,11 @@ RULE_GRID: dict[str, tuple[Any, ...]] = {
     "min_dwell_s": (0.0, 0.2, 0.5, 1.0),
     "end_after_s": (0.5, 1.0, 2.0, 3.0, 5.0),
     "rejoin_s": (0.0, 0.5, 1.0, 2.0, 3.0, 5.0),
+}
+# Per rule class: the camera's object filter values (`objects.<class>.<key>`).
+OBJECTS_GRID: dict[str, tuple[Any, ...]] = {
+    "min_score": (0.0, 0.3, 0.4, 0.5, 0.6, 0.7),
+    "threshold": (0.0, 0.4, 0.5, 0.6, 0.7, 0.8),
 }
 NS = 1_000_000_000
 PLATEAU_F1 = 0.01  # box F1
@@ -179,23 +194,47 @@ def best_point(
 # ---------------------------------------------------------------------------------------------- alerts
 
 
-def configured(config: VigilConfig, rule: RuleConfig | None) -> Setting:
-    """The config's values of every tuned key: `detect.*`, `tracker.*`, `rule.*`."""
+def configured(config: VigilConfig, rule: RuleConfig | None, camera: CameraConfig | None = None) -> Setting:
+    """The config's values of every tuned key: `detect.*`, `tracker.*`, `rule.*` and, per class of
+    the rule, `objects.<class>.*` (the camera's merged object filter for that class)."""
     d, t = config.detect, config.alerts.tracker
     setting: Setting = {"detect.conf_threshold": d.conf_threshold, "detect.iou_threshold": d.iou_threshold}
     setting |= {f"tracker.{k}": getattr(t, k) for k in TRACKER_GRID if k in TrackerConfig.model_fields}
     if rule is not None:
         setting |= {f"rule.{k}": getattr(rule, k) for k in RULE_GRID if k in RuleConfig.model_fields}
+        objects = config.camera_objects(camera) if camera is not None else CameraObjectsConfig()
+        for name in rule.classes:
+            entry = objects.filter_for(name) or ObjectFilterConfig()
+            setting |= {f"objects.{name}.{k}": getattr(entry, k) for k in OBJECTS_GRID}
     return setting
 
 
-def apply(alerts: AlertsConfig, rule: RuleConfig, setting: Setting, camera_id: str) -> AlertsConfig:
-    """The alerts section with `setting`'s tracker and rule values, the rule alone, on `camera_id`."""
+def tuned_objects(objects: CameraObjectsConfig, setting: Setting) -> CameraObjectsConfig:
+    """The merged objects section with `setting`'s `objects.<class>.<key>` values: each tuned class
+    gets an entry of its own (its effective one, the default's if it had none, with the values)."""
+    values: dict[str, dict[str, Any]] = {}
+    for key, value in setting.items():
+        if key.startswith("objects."):
+            name, field_name = key[len("objects.") :].rsplit(".", 1)
+            values.setdefault(name, {})[field_name] = value
+    filters = dict(objects.filters)
+    for name, changes in values.items():
+        entry = objects.filter_for(name) or ObjectFilterConfig()
+        filters[name] = ObjectFilterConfig.model_validate({**entry.model_dump(), **changes})
+    return CameraObjectsConfig(filters=filters, score_window=objects.score_window, masks=objects.masks)
+
+
+def apply(
+    alerts: AlertsConfig, rule: RuleConfig, setting: Setting, camera: CameraConfig, objects: CameraObjectsConfig
+) -> tuple[AlertsConfig, CameraConfig]:
+    """The alerts section with `setting`'s tracker and rule values, the rule alone, on `camera`,
+    and the camera with `objects` (merged over the global section already) and the tuned filters."""
     tracker = {k.split(".", 1)[1]: v for k, v in setting.items() if k.startswith("tracker.")}
     rule_values = {k.split(".", 1)[1]: v for k, v in setting.items() if k.startswith("rule.")}
-    tuned_rule = RuleConfig.model_validate({**rule.model_dump(), **rule_values, "cameras": [camera_id]})
+    tuned_rule = RuleConfig.model_validate({**rule.model_dump(), **rule_values, "cameras": [camera.id]})
     tuned_tracker = TrackerConfig.model_validate({**alerts.tracker.model_dump(), **tracker})
-    return alerts.model_copy(update={"rules": [tuned_rule], "tracker": tuned_tracker})
+    tuned_camera = camera.model_copy(update={"objects": tuned_objects(objects, setting)})
+    return alerts.model_copy(update={"rules": [tuned_rule], "tracker": tuned_tracker}), tuned_camera
 
 
 def valid(setting: Setting) -> bool:
@@ -205,15 +244,16 @@ def valid(setting: Setting) -> bool:
 
 def simulate_alerts(
     alerts: AlertsConfig,
-    target: EvalTarget,
+    camera: CameraConfig,
     cache: ClipCache,
     preds: dict[int, Detections],
     class_names: tuple[str, ...],
 ) -> list[FiredAlert]:
-    """The aggregator's engine on records built from `preds`; alerts at the frame they started."""
+    """The aggregator's engine on records built from `preds`; alerts at the frame they started.
+    `camera.objects` is taken as merged already (no global `objects` under it)."""
     from alerts.engine import AlertEngine
 
-    engine = AlertEngine(alerts, [target.camera])
+    engine = AlertEngine(alerts, [camera])
     sizes = {n: (w, h) for n, _, _, w, h in cache.frames}
     fired: list[FiredAlert] = []
     base_ns = 1_700_000_000 * NS
@@ -222,7 +262,7 @@ def simulate_alerts(
         capture = base_ns + round((number - 1) * NS / cache.fps)
         width, height = sizes[number]
         record = DetectionsRecord(
-            camera_id=target.camera.id,
+            camera_id=camera.id,
             seq=number,
             capture_ns=capture,
             frame=FrameRef("tune", 0, number),
@@ -277,7 +317,8 @@ class Tuner:
         self.target = target
         self.objective = objective
         self.target_precision = target_precision
-        self.default = configured(config, target.rule)
+        self.default = configured(config, target.rule, target.camera)
+        self.objects = config.camera_objects(target.camera)
         self.events: list[list[GtEvent]] = [
             ground_truth_events(c.gt, target.zone, target.rule, c.fps) if target.rule is not None else [] for c in clips
         ]
@@ -316,8 +357,8 @@ class Tuner:
             assert self.target.rule is not None
             c = self.clips[clip]
             preds = c.detections(self.detector, setting["detect.conf_threshold"], setting["detect.iou_threshold"])
-            alerts = apply(self.config.alerts, self.target.rule, setting, self.target.camera.id)
-            fired = simulate_alerts(alerts, self.target, c, preds, self.names)
+            alerts, camera = apply(self.config.alerts, self.target.rule, setting, self.target.camera, self.objects)
+            fired = simulate_alerts(alerts, camera, c, preds, self.names)
             scores = match_events(c.gt, self.events[clip], fired, c.fps)
             matched_alerts = len({a.alert_id for _, a in scores.matched})
             self._events[key] = EventCounts(len(scores.matched), len(self.events[clip]), matched_alerts, len(fired))
@@ -339,6 +380,7 @@ class Tuner:
             return setting
         grids = {f"tracker.{k}": v for k, v in TRACKER_GRID.items() if f"tracker.{k}" in setting}
         grids |= {f"rule.{k}": v for k, v in RULE_GRID.items() if f"rule.{k}" in setting}
+        grids |= {k: OBJECTS_GRID[k.rsplit(".", 1)[1]] for k in setting if k.startswith("objects.")}
 
         def objective(candidate: Setting) -> float:
             return sum((self.event_counts(i, candidate) for i in clips), EventCounts(0, 0, 0, 0)).f1
@@ -379,6 +421,10 @@ class TuneResult:
     folds: list[Fold]
     recommended: bool
     verdict: str
+    camera: str | None = None
+    # The tuned classes' whole object filter entries (non-default values): a camera's entry for a
+    # class replaces the global one whole, so the snippet must carry every value of it.
+    object_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def changes(self) -> Setting:
         return {k: v for k, v in self.tuned.items() if self.default.get(k) != v}
@@ -399,6 +445,13 @@ class TuneResult:
             lines += ["  tracker:", *tracker]
         if rule and self.rule is not None:
             lines += ["  rules:", f"    - name: {self.rule}", *rule]
+        classes = {k.split(".")[1] for k in changed if k.startswith("objects.")}
+        if classes and self.camera is not None:
+            lines += ["cameras:  # merge into the camera's entry", f"  - id: {self.camera}", "    objects:",
+                      "      filters:"]  # fmt: skip
+            for name in sorted(classes):
+                values = ", ".join(f"{k}: {v}" for k, v in self.object_filters.get(name, {}).items())
+                lines.append(f"        {name}: {{{values}}}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -435,9 +488,11 @@ def tune(
         return out
 
     recommended, why = verdict(folds, "event_f1" if target.rule is not None else "f1")
+    entries = tuned_objects(tuner.objects, tuned).filters
+    filters = {n: entries[n].model_dump(exclude_defaults=True) for n in entries if f"objects.{n}.threshold" in tuned}
     return TuneResult(
         [str(v) for v, _ in clips], objective, status, tuner.default, tuned, summed(tuner.default), summed(tuned),
-        target.rule.name if target.rule is not None else None, folds, recommended, why,
+        target.rule.name if target.rule is not None else None, folds, recommended, why, target.camera.id, filters,
     )  # fmt: skip
 
 
