@@ -1,7 +1,7 @@
 // Review: alerts newest first as cards, filters in the URL, infinite scroll by cursor, the clip
 // next to the snapshot, review single and bulk with Frigate-style keys, new alerts live on top.
 
-import { ApiError, api, clock, el, header, span, stream } from "./common.js";
+import { ApiError, api, clock, durationNode, el, header, stream } from "./common.js";
 
 const PAGE = 48;
 const list = document.getElementById("cards");
@@ -97,7 +97,7 @@ function fillCard(entry) {
   entry.node.replaceChildren(img, entry.pick, badges, el("div", { class: "info" },
     el("b", { text: `${a.label} · ${Math.round(a.score * 100)}%` }),
     el("span", { text: `${a.camera} · ${a.rule}${a.zone ? ` (${a.zone})` : ""}` }),
-    el("span", { class: "muted", text: `${clock(a.started_ns)} · ${a.state === "active" ? "active" : span(a.duration_s)}` })));
+    el("span", { class: "muted" }, `${clock(a.started_ns)} · `, durationNode(a))));
   entry.node.setAttribute("aria-label", `${cardText(a)}${a.reviewed ? ", reviewed" : ""}`);
   entry.node.setAttribute("aria-selected", selected.has(a.id) ? "true" : "false");
   entry.node.dataset.reviewed = String(a.reviewed);
@@ -318,7 +318,9 @@ function renderPlayer(fresh) {
     el("dt", { text: "Rule" }), el("dd", { text: `${a.rule}${a.zone ? ` · zone ${a.zone}` : ""}` }),
     el("dt", { text: "Object" }), el("dd", { text: `${a.label} · best score ${a.score.toFixed(2)} · track ${a.track_id}` }),
     el("dt", { text: "Started" }), el("dd", { text: `${new Date(a.started_ns / 1e6).toLocaleString()}` }),
-    el("dt", { text: "Duration" }), el("dd", { text: a.state === "active" ? "still active" : span(a.duration_s) }),
+    el("dt", { text: "Duration" }), el("dd", {}, durationNode(a, {
+      title: a.state === "active" ? "from its start until now" : "from its start to the object's last sighting in the zone" })),
+    el("dt", { text: a.state === "active" ? "Last seen" : "Ended" }), el("dd", { text: clock(a.ended_ns || a.last_seen_ns) }),
     el("dt", { text: "Review" }), el("dd", { "data-review": "", text: a.reviewed ? `${a.verdict ? a.verdict.replace("_", " ") : "reviewed"} by ${a.reviewed_by || "?"}` : "not reviewed" }));
   const actions = el("div", { class: "row" },
     a.reviewed ? button("Not reviewed", "unreview", "U") : button("Mark reviewed", "reviewed", "R", "primary"),
