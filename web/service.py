@@ -292,28 +292,41 @@ class WebService:
         log.info("clip %s: %d frames, %.0f KiB in %.2fs", alert.id, stats.frames, stats.bytes / 1024, stats.seconds)
         self.cache.evict(keep=path)
 
+    def webhooks(self, processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Delivery per endpoint from the heartbeats of the alerts processes that are not gone (a
+        stopped one's `webhook:<name>` part says "stopped" for ever) and the endpoint group's lag."""
+        alerts = [p for p in processes if p["stage"] == "alerts"]
+        live = [p for p in alerts if not p["gone"]]
+        found = []
+        for hook in self.config.alerts.webhooks:
+            part = f"webhook:{hook.name}"
+            lag = self.lags.get(f"{self.config.alerts.group_id}.webhook.{hook.name}")
+            beats = [(p, c) for p in live for c in p["components"] if c["name"] == part]
+            delivered = sum(p["stats"].get(f"delivered.{hook.name}", 0.0) for p, _ in beats)
+            per_s = sum(p["stats"].get(f"delivered.{hook.name}_per_s", 0.0) for p, _ in beats)
+            if not beats:
+                state = "unknown"
+                if live:
+                    detail = (
+                        f"{', '.join(p['process'] for p in live)} does not deliver to {hook.name} (another config?)"
+                    )
+                elif alerts:
+                    detail = f"no heartbeat from an alerts process for {min(p['age_s'] for p in alerts):.0f} s"
+                else:
+                    detail = "no heartbeat from an alerts process yet"
+            elif failing := [c for _, c in beats if not c["ok"]]:
+                state, detail = "failing", failing[0]["detail"]
+            else:
+                # Records behind while nothing was delivered since the last beat: it is retrying.
+                state = "retrying" if lag and per_s == 0 else "ok"
+                detail = beats[0][1]["detail"]
+            found.append({"name": hook.name, "state": state, "lag": lag, "detail": detail,
+                          "delivered": int(delivered), "delivered_per_s": round(per_s, 2),
+                          "processes": [p["process"] for p, _ in beats]})  # fmt: skip
+        return found
+
     def system(self) -> dict[str, Any]:
         processes = self.live.processes()
-        webhooks = []
-        for hook in self.config.alerts.webhooks:
-            component = next(
-                (
-                    c
-                    for p in processes
-                    if p["stage"] == "alerts"
-                    for c in p["components"]
-                    if c["name"] == f"webhook:{hook.name}"
-                ),
-                None,
-            )
-            lag = self.lags.get(f"{self.config.alerts.group_id}.webhook.{hook.name}")
-            if component is None:
-                state, detail = "unknown", "no heartbeat from the alerts process"
-            elif not component["ok"]:
-                state, detail = "failing", component["detail"]
-            else:
-                state, detail = ("retrying" if lag else "ok"), component["detail"]
-            webhooks.append({"name": hook.name, "state": state, "lag": lag, "detail": detail})
         cameras = [{k: c[k] for k in ("id", "state", "fps", "last_frame_age_s")} for c in self.live.cameras()]
         return {
             "processes": processes,
@@ -321,6 +334,6 @@ class WebService:
             "detect": self.live.detect_figures(),
             "lag": dict(self.lags),
             "dead_letters": self.live.dead_letters(),
-            "webhooks": webhooks,
+            "webhooks": self.webhooks(processes),
             "store": {"alerts": self.store.count(), "path": self.web.store},
         }
