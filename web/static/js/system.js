@@ -23,7 +23,7 @@ const FIGURES = {
     s.batches_per_s ? `${num(s.inference_ms_per_s / s.batches_per_s, 0)} ms per batch` : null,
     s.stale_dropped ? `${s.stale_dropped} stale dropped` : null, s.dead_letters ? `${s.dead_letters} dead letters` : null],
   alerts: (s) => [`${s.alerts_fired ?? 0} alert events`, `${s.delivered ?? 0} delivered`],
-  web: (s) => [`${s.alerts_stored ?? 0} alerts stored`, `${s.sse_clients ?? 0} live clients`],
+  web: (s) => [`${s.alerts_stored ?? 0} alert changes stored since start`, `${s.sse_clients ?? 0} live clients`],
 };
 
 function figures(p) {
