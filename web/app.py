@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
@@ -33,7 +34,7 @@ from vigil.imaging import decode_image, encode_jpeg
 from vigil.signing import verify
 from web.auth import COOKIE, CSRF_HEADER, Authenticator, Principal
 from web.live import frame_json, iso
-from web.media import MediaError, MediaPending
+from web.media import MediaError, MediaRetry, MediaUnavailable
 from web.service import WebService, alert_json
 from web.store import AlertQuery, StoredAlert, decode_cursor
 
@@ -124,6 +125,54 @@ class BulkReviewBody(ReviewBody):
     ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(..., min_length=1, max_length=500)
 
 
+class MediaLane:
+    """Snapshots and clips in a thread pool of their own (`web.media_workers` threads), apart from
+    the one every other handler runs in: media wait on Kafka and the CPU, and however many are
+    slow, the API, pages and logins keep their threads. Up to 4 requests per worker wait for a
+    turn; more are answered 503 with Retry-After at once instead of piling up."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.max_waiting = 4 * workers
+
+    async def run(self, build: Callable[[str], FileResponse], alert_id: str) -> FileResponse:
+        if self.limiter.statistics().tasks_waiting >= self.max_waiting:
+            raise MediaUnavailable(
+                f"{self.workers} snapshots or clips are being built and {self.max_waiting} wait "
+                "(web.media_workers); try again shortly",
+                retry_after_s=2.0,
+            )
+        return await anyio.to_thread.run_sync(build, alert_id, limiter=self.limiter)
+
+
+SNAPSHOT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown alert"},
+    410: {"description": "Frames aged out of topics.frames.retention_ms, or their topic is gone"},
+    503: {"description": "Kafka did not answer within web.media_timeout_s, or too many media requests (Retry-After)"},
+}
+CLIP_ANSWERS = SNAPSHOT_ANSWERS | {
+    202: {"description": "Clip still being recorded (Retry-After)"},
+    404: {"description": "Unknown alert, or no frame of its camera in the clip's window"},
+}
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document with the answers this service really gives: a malformed query or body is
+    400 (not FastAPI's 422), and every /api/ path but login answers 401 without a login."""
+    if app.openapi_schema is None:
+        document = app.openapi()
+        for path, item in document.get("paths", {}).items():
+            for operation in item.values():
+                answers = operation.setdefault("responses", {})
+                if answers.pop("422", None) is not None:
+                    answers["400"] = {"description": 'Malformed query or body: {"error": …} names the field'}
+                if path.startswith("/api/") and path != "/api/login":
+                    answers.setdefault("401", {"description": "Not logged in (no session or Bearer token)"})
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
 def parse_time(value: str | None, name: str) -> int | None:
     """ISO 8601 (naive means UTC) or integer nanoseconds."""
     if value is None or value == "":
@@ -155,9 +204,9 @@ def create_app(service: WebService) -> FastAPI:
 
     @app.exception_handler(MediaError)
     async def _media_error(_request: Request, exc: MediaError) -> JSONResponse:
-        if isinstance(exc, MediaPending):
+        if isinstance(exc, MediaRetry):
             retry = max(1, round(exc.retry_after_s))
-            return _error(202, str(exc), {"Retry-After": str(retry)}, retry_after_s=exc.retry_after_s)
+            return _error(exc.status, str(exc), {"Retry-After": str(retry)}, retry_after_s=exc.retry_after_s)
         return _error(exc.status, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -202,7 +251,7 @@ def create_app(service: WebService) -> FastAPI:
 
     # -------------------------------------------------------------------------------- login
 
-    @app.post("/api/login", tags=["login"])
+    @app.post("/api/login", tags=["login"], summary="Log in: a session cookie and its CSRF token")
     def login(body: LoginBody, request: Request) -> JSONResponse:
         address = request.client.host if request.client else "unknown"
         keys = [f"user:{body.username}", f"addr:{address}"]
@@ -234,20 +283,20 @@ def create_app(service: WebService) -> FastAPI:
             me.update(expires_at=None)
         return me
 
-    @app.post("/api/logout", status_code=204, tags=["login"])
+    @app.post("/api/logout", status_code=204, tags=["login"], summary="End the session everywhere")
     def logout(user: Principal = Depends(changer)) -> Response:
         auth.logout(user)
         response = Response(status_code=204)
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    @app.get("/api/me", tags=["login"])
+    @app.get("/api/me", tags=["login"], summary="Who is logged in, with the CSRF token")
     def me(user: Principal = Depends(principal)) -> dict[str, Any]:
         return _me(user)
 
     # -------------------------------------------------------------------------------- cameras
 
-    @app.get("/api/cameras", tags=["cameras"])
+    @app.get("/api/cameras", tags=["cameras"], summary="Every camera: state, fps, last frame age, zones")
     def cameras(_user: Principal = Depends(principal)) -> dict[str, Any]:
         return {"items": service.live.cameras()}
 
@@ -259,7 +308,12 @@ def create_app(service: WebService) -> FastAPI:
             raise ApiError(503, f"no frame from {camera_id} yet", {"Retry-After": "1"})
         return held
 
-    @app.get("/api/cameras/{camera_id}/latest.jpg", tags=["cameras"], response_class=Response)
+    @app.get(
+        "/api/cameras/{camera_id}/latest.jpg",
+        tags=["cameras"],
+        response_class=Response,
+        summary="The newest frame as JPEG (boxes=1, zones=1, motion=1 draw them)",
+    )
     def latest_jpg(
         camera_id: str, boxes: bool = False, zones: bool = False, motion: bool = False, seq: int | None = None,
         _user: Principal = Depends(principal),
@@ -292,13 +346,15 @@ def create_app(service: WebService) -> FastAPI:
         }
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/api/cameras/{camera_id}/latest.json", tags=["cameras"])
+    @app.get(
+        "/api/cameras/{camera_id}/latest.json", tags=["cameras"], summary="The newest frame's metadata and detections"
+    )
     def latest_json(camera_id: str, _user: Principal = Depends(principal)) -> dict[str, Any]:
         return frame_json(_held(camera_id, None))
 
     # -------------------------------------------------------------------------------- alerts
 
-    @app.get("/api/alerts", tags=["alerts"])
+    @app.get("/api/alerts", tags=["alerts"], summary="Alerts newest first, filtered, by cursor")
     def alerts(
         camera: str | None = None, rule: str | None = None, label: str | None = None, reviewed: bool | None = None,
         verdict: Literal["true_positive", "false_positive", "none"] | None = None,
@@ -315,21 +371,21 @@ def create_app(service: WebService) -> FastAPI:
         # JSONResponse directly: FastAPI's generic encoder costs more than the query for 500 items.
         return JSONResponse({"items": [alert_json(a) for a in page], "next_cursor": next_cursor})
 
-    @app.get("/api/alerts/facets", tags=["alerts"])
+    @app.get("/api/alerts/facets", tags=["alerts"], summary="Cameras, rules and labels present in the store")
     def facets(_user: Principal = Depends(principal)) -> dict[str, list[str]]:
         return service.store.facets()
 
-    @app.post("/api/alerts/review", tags=["alerts"])
+    @app.post("/api/alerts/review", tags=["alerts"], summary="Set review state of up to 500 alerts (admin)")
     def bulk_review(body: BulkReviewBody, user: Principal = Depends(admin)) -> dict[str, Any]:
         found = service.store.review(body.ids, body.reviewed, body.verdict, user.name)
         service.alert_reviewed(found)
         return {"updated": len(found), "missing": sorted(set(body.ids) - set(found))}
 
-    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"], summary="One alert")
     def alert(alert_id: str, _user: Principal = Depends(principal)) -> dict[str, Any]:
         return alert_json(stored(alert_id))
 
-    @app.post("/api/alerts/{alert_id}/review", tags=["alerts"])
+    @app.post("/api/alerts/{alert_id}/review", tags=["alerts"], summary="Set an alert's review state (admin)")
     def review(alert_id: str, body: ReviewBody, user: Principal = Depends(admin)) -> dict[str, Any]:
         stored(alert_id)
         service.store.review([alert_id], body.reviewed, body.verdict, user.name)
@@ -346,29 +402,54 @@ def create_app(service: WebService) -> FastAPI:
         cache = "no-store" if temporary else "private, max-age=3600"
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": cache}, background=cleanup)
 
-    @app.get("/api/alerts/{alert_id}/snapshot.jpg", tags=["alerts"], response_class=FileResponse)
-    def snapshot(alert_id: str, _user: Principal = Depends(principal)) -> FileResponse:
-        return snapshot_response(alert_id)
+    media = MediaLane(web.media_workers)
 
-    @app.get("/api/alerts/{alert_id}/clip.mp4", tags=["alerts"], response_class=FileResponse)
-    def clip(alert_id: str, _user: Principal = Depends(principal)) -> FileResponse:
-        return clip_response(alert_id)
+    @app.get(
+        "/api/alerts/{alert_id}/snapshot.jpg",
+        tags=["alerts"],
+        response_class=FileResponse,
+        summary="The alert's frame with its zone, box, label and score",
+        responses=SNAPSHOT_ANSWERS,
+    )
+    async def snapshot(alert_id: str, _user: Principal = Depends(principal)) -> FileResponse:
+        return await media.run(snapshot_response, alert_id)
+
+    @app.get(
+        "/api/alerts/{alert_id}/clip.mp4",
+        tags=["alerts"],
+        response_class=FileResponse,
+        summary="The alert's H.264 clip (Range supported)",
+        responses=CLIP_ANSWERS,
+    )
+    async def clip(alert_id: str, _user: Principal = Depends(principal)) -> FileResponse:
+        return await media.run(clip_response, alert_id)
 
     # -------------------------------------------------------------------------------- signed media
 
-    @app.get("/media/alerts/{alert_id}/{kind}", tags=["media"], response_class=FileResponse)
-    def signed_media(alert_id: str, kind: Literal["snapshot.jpg", "clip.mp4"], request: Request,
-                     exp: str | None = None, sig: str | None = None) -> FileResponse:  # fmt: skip
+    @app.get(
+        "/media/alerts/{alert_id}/{kind}",
+        tags=["media"],
+        response_class=FileResponse,
+        summary="A signed snapshot or clip link from a webhook (no login)",
+        responses=CLIP_ANSWERS,
+    )
+    async def signed_media(alert_id: str, kind: Literal["snapshot.jpg", "clip.mp4"], request: Request,
+                           exp: str | None = None, sig: str | None = None) -> FileResponse:  # fmt: skip
         if media_key is None:
             raise ApiError(404, "signed links are off: set web.public_url and web.media_key")
         problem = verify(media_key, request.url.path, exp, sig)
         if problem is not None:
             raise ApiError(403, problem)
-        return snapshot_response(alert_id) if kind == "snapshot.jpg" else clip_response(alert_id)
+        return await media.run(snapshot_response if kind == "snapshot.jpg" else clip_response, alert_id)
 
     # -------------------------------------------------------------------------------- live + system
 
-    @app.get("/api/events", tags=["live"], response_class=StreamingResponse)
+    @app.get(
+        "/api/events",
+        tags=["live"],
+        response_class=StreamingResponse,
+        summary="Server-sent events: alerts, camera states, frames",
+    )
     async def events(
         cameras: str | None = None, frames: bool = True, _user: Principal = Depends(principal)
     ) -> StreamingResponse:
@@ -379,17 +460,21 @@ def create_app(service: WebService) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/api/system", tags=["live"])
+    @app.get("/api/system", tags=["live"], summary="Processes, cameras, detect figures, lag, dead letters, webhooks")
     def system(_user: Principal = Depends(principal)) -> dict[str, Any]:
         return service.system()
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi(_user: Principal = Depends(principal)) -> JSONResponse:
-        return JSONResponse(app.openapi())
+        return JSONResponse(openapi_document(app))
 
     @app.get("/api/docs", include_in_schema=False)
     def docs(_user: Principal = Depends(principal)) -> Response:
-        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="vigil API")
+        # The endpoints rendered from /api/openapi.json by a local script: no Swagger UI from a CDN,
+        # as cameras often sit on networks that reach nothing else.
+        return FileResponse(
+            STATIC / "pages" / "api.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:

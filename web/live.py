@@ -292,20 +292,36 @@ class LiveState:
             self.publish("camera", data, camera_id)
 
     def processes(self) -> list[dict[str, Any]]:
+        """Every process's newest heartbeat, but not a gone one that a restart replaced (a process
+        of the same stage on the same host that started after the gone one's last beat). Gone: no
+        beat for 3 × its interval, or its last beat said it was stopping."""
         now = time.time()
         with self._lock:
             items = list(self._status.values())
+
+        def gone(record: StatusRecord, received: float) -> bool:
+            stopped = any(c.name == "stopping" and not c.ok for c in record.components)
+            return stopped or now - received > 3 * record.interval_s
+
+        rows = [(r, gone(r, received)) for r, received in items]
+        alive = [r for r, is_gone in rows if not is_gone]
+        shown = [
+            (r, is_gone)
+            for r, is_gone in rows
+            if not is_gone
+            or not any(a.stage == r.stage and a.host == r.host and a.started_ns > r.time_ns for a in alive)
+        ]
         return [
             {
                 "process": r.process,
                 "stage": r.stage,
-                "ready": r.ready and now - received <= 3 * r.interval_s,
+                "ready": r.ready and not is_gone,
                 "age_s": round(now - r.time_ns / NS, 2),
-                "gone": now - received > 3 * r.interval_s,
+                "gone": is_gone,
                 "components": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.components],
                 "stats": dict(r.stats),
             }
-            for r, received in sorted(items, key=lambda item: item[0].process)
+            for r, is_gone in sorted(shown, key=lambda item: item[0].process)
         ]
 
     def detect_figures(self) -> dict[str, float]:

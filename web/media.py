@@ -3,9 +3,9 @@
 * A snapshot is the alert's own frame (its `frame` reference), annotated with the core's
   `vigil.draw.annotate_alert`: zone, box, label and score.
 * A clip is an H.264 MP4 from `web.clip_pre_s` before the alert's start to `web.clip_post_s` after
-  its end. The producer keys frames by camera, so the camera's partition is the one kafka-python's
-  default partitioner picks (murmur2 of the key); `offsets_for_times` finds where the window
-  starts, and records are filtered by the `camera` header (cameras share partitions). Frames are
+  its end. The producer keys frames by camera, so the camera's frames are on the partition of the
+  alert's own frame; `offsets_for_times` finds where the window starts, and records are filtered
+  by the `camera` header (cameras share partitions). Frames are
   decoded one at a time (bounded by `web.max_pixels`) and streamed into the encoder with their
   capture times as presentation times, so variable frame rates play at true speed and a clip's
   memory does not grow with its length.
@@ -22,14 +22,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kafka.partitioner.default import murmur2
+from kafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from kafka.structs import TopicPartition
 from prometheus_client import Counter, Histogram
 
@@ -60,23 +60,32 @@ class MediaGone(MediaError):
     status = 410
 
 
+class TopicGone(MediaGone):
+    """The alert's frames topic (or its partition) does not exist any more (410)."""
+
+
 class MediaNotFound(MediaError):
     status = 404
 
 
-class MediaPending(MediaError):
-    """The clip's post-roll is still in the future (202)."""
-
-    status = 202
+class MediaRetry(MediaError):
+    """An answer that says when to ask again (`Retry-After`)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-def partition_for(camera_id: str, partitions: int) -> int:
-    """The partition kafka-python's DefaultPartitioner sends a camera's frames to."""
-    return int(murmur2(camera_id.encode()) & 0x7FFFFFFF) % partitions
+class MediaPending(MediaRetry):
+    """The clip's post-roll is still in the future (202)."""
+
+    status = 202
+
+
+class MediaUnavailable(MediaRetry):
+    """Kafka did not answer within `web.media_timeout_s`, or every frame reader is busy (503)."""
+
+    status = 503
 
 
 def alert_record(alert: StoredAlert) -> AlertRecord:
@@ -97,34 +106,75 @@ def _retention_text(config: VigilConfig) -> str:
 
 
 class FrameReader:
-    """Reads frames back from the frames topic with a small pool of group-less consumers."""
+    """Reads frames back from the frames topic with a small pool of group-less consumers.
 
-    def __init__(self, config: VigilConfig, pool_size: int = 2) -> None:
+    Every wait on Kafka is bounded by `web.media_timeout_s` (kafka-python's own defaults wait 30 s
+    and more, and a partition that does not exist makes its offset lookups wait for ever): a topic
+    or partition that is gone answers `TopicGone` (410) at once, a broker that does not answer
+    `MediaUnavailable` (503). A consumer that met either is closed rather than pooled, so it stops
+    asking the broker about a topic nobody reads."""
+
+    def __init__(self, config: VigilConfig, pool_size: int | None = None, timeout_s: float | None = None) -> None:
         self.config = config
-        self.topic = config.topics.frames.name
+        self.timeout_s = config.web.media_timeout_s if timeout_s is None else timeout_s
         self._pool: queue.Queue[Any] = queue.Queue()
         self._created = 0
-        self._pool_size = pool_size
+        self._pool_size = config.web.media_workers if pool_size is None else pool_size
         self._lock = threading.Lock()
+
+    def unavailable(self, doing: str) -> MediaUnavailable:
+        servers = ",".join(self.config.kafka.bootstrap())
+        return MediaUnavailable(
+            f"Kafka ({servers}) did not answer within {self.timeout_s:g} s (web.media_timeout_s) while {doing}; "
+            "try again shortly",
+            retry_after_s=max(1.0, self.timeout_s),
+        )
+
+    def _create(self) -> Any:
+        try:
+            return make_consumer(
+                self.config.kafka, "web-media", None, max_partition_fetch_bytes=2 * 1024 * 1024,
+                bootstrap_timeout_ms=int(self.timeout_s * 1000), allow_auto_create_topics=False,
+            )  # fmt: skip
+        except (KafkaError, VigilError):
+            with self._lock:
+                self._created -= 1
+            raise self.unavailable("connecting a frame reader") from None
+
+    def _take(self) -> Any:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            create = self._created < self._pool_size
+            self._created += create
+        if create:
+            return self._create()
+        try:
+            return self._pool.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise MediaUnavailable(
+                f"all {self._pool_size} frame readers are busy (web.media_workers); try again shortly", 2.0
+            ) from None
 
     @contextmanager
     def consumer(self) -> Iterator[Any]:
-        try:
-            consumer = self._pool.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                create = self._created < self._pool_size
-                self._created += create
-            consumer = (
-                make_consumer(self.config.kafka, "web-media", None, max_partition_fetch_bytes=2 * 1024 * 1024)
-                if create
-                else self._pool.get(timeout=60)
-            )
+        consumer = self._take()
+        keep = True
         try:
             yield consumer
+        except (TopicGone, MediaUnavailable, KafkaError):
+            keep = False
+            raise
         finally:
-            consumer.assign([])
-            self._pool.put(consumer)
+            if keep:
+                consumer.assign([])
+                self._pool.put(consumer)
+            else:
+                with self._lock:
+                    self._created -= 1
+                consumer.close(autocommit=False)
 
     def close(self) -> None:
         while True:
@@ -138,41 +188,98 @@ class FrameReader:
             f"the frames of {what} are older than {_retention_text(self.config)}; raise it to keep media longer"
         )
 
+    def _partitions(self, consumer: Any, topic: str) -> set[int] | None:
+        """The topic's partitions from a metadata answer requested now (None: no such topic), within
+        the timeout. Two rounds: an answer to a request sent before `assign` may not name the topic."""
+        cluster = consumer._cluster  # kafka-python's metadata cache, as vigil.kafka.subscribe reads it
+        deadline = time.monotonic() + self.timeout_s
+        for _ in range(2):
+            future = cluster.request_update()
+            while not future.is_done:
+                if time.monotonic() > deadline:
+                    raise self.unavailable(f"reading the metadata of {topic}")
+                time.sleep(0.01)
+            if future.failed():
+                if isinstance(future.exception, UnknownTopicOrPartitionError):
+                    return None
+                raise MediaUnavailable(
+                    f"Kafka could not give the metadata of {topic} ({future.exception}); try again shortly", 2.0
+                )
+            found: set[int] | None = cluster.partitions_for_topic(topic)
+            if found:
+                return found
+        return None
+
+    def _open(self, consumer: Any, tp: TopicPartition, what: str) -> tuple[int, int]:
+        """Assign `tp` and return its (first, end) offsets; TopicGone if it does not exist."""
+        consumer.assign([tp])
+        partitions = self._partitions(consumer, tp.topic)
+        if partitions is None or tp.partition not in partitions:
+            where = f"topic {tp.topic}" if partitions is None else f"partition {tp.partition} of topic {tp.topic}"
+            raise TopicGone(
+                f"the frames of {what} were on {where}, which does not exist any more (deleted, or "
+                "topics.frames.name changed); its snapshot and clip are gone"
+            )
+        timeout_ms = int(self.timeout_s * 1000)
+        try:
+            first = consumer.beginning_offsets([tp], timeout_ms=timeout_ms)[tp]
+            end = consumer.end_offsets([tp], timeout_ms=timeout_ms)[tp]
+        except KafkaTimeoutError:
+            raise self.unavailable(f"reading the offsets of {tp.topic}/{tp.partition}") from None
+        return first, end
+
+    def retained(self, ref: FrameRef, what: str) -> None:
+        """Raise MediaGone / TopicGone unless the frame `ref` is still on its topic."""
+        with self.consumer() as consumer:
+            first, _ = self._open(consumer, TopicPartition(ref.topic, ref.partition), what)
+        if ref.offset < first:
+            raise self.gone(what)
+
     def frame(self, ref: FrameRef, what: str) -> tuple[FrameMeta, bytes]:
         tp = TopicPartition(ref.topic, ref.partition)
         with self.consumer() as consumer:
-            consumer.assign([tp])
-            start, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+            start, end = self._open(consumer, tp, what)
             if ref.offset < start:
                 raise self.gone(what)
             if ref.offset >= end:
                 raise MediaNotFound(f"frame {ref.topic}/{ref.partition}/{ref.offset} of {what} is not on the topic")
             consumer.seek(tp, ref.offset)
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
-                for records in consumer.poll(timeout_ms=500, max_records=1).values():
+                for records in consumer.poll(timeout_ms=200, max_records=1).values():
                     for record in records:
                         if record.offset != ref.offset:
                             raise self.gone(what)  # compacted or deleted under us
                         return FrameMeta.from_headers(record.headers), bytes(record.value or b"")
-        raise MediaError(f"reading frame {ref.topic}/{ref.partition}/{ref.offset} timed out; is Kafka up?")
+            raise self.unavailable(f"reading frame {ref.topic}/{ref.partition}/{ref.offset}")
 
     def frames(
-        self, camera_id: str, start_ns: int, end_ns: int, what: str, partition: int
-    ) -> Iterator[tuple[FrameMeta, bytes]]:
+        self, camera_id: str, start_ns: int, end_ns: int, what: str, topic: str, partition: int
+    ) -> Generator[tuple[FrameMeta, bytes], None, None]:
         """The camera's frames with start_ns <= capture_ns <= end_ns, in order, one at a time."""
-        tp = TopicPartition(self.topic, partition)
+        tp = TopicPartition(topic, partition)
         with self.consumer() as consumer:
-            consumer.assign([tp])
-            first, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
-            found = consumer.offsets_for_times({tp: max(0, start_ns // 1_000_000 - SLACK_MS)})[tp]
+            first, end = self._open(consumer, tp, what)
+            try:
+                found = consumer.offsets_for_times(
+                    {tp: max(0, start_ns // 1_000_000 - SLACK_MS)}, timeout_ms=int(self.timeout_s * 1000)
+                )[tp]
+            except KafkaTimeoutError:
+                raise self.unavailable(f"finding the clip's start on {topic}/{partition}") from None
             if found is None:
                 return
-            consumer.seek(tp, max(first, found.offset))
             position = max(first, found.offset)
-            deadline = time.monotonic() + 120
-            while position < end and time.monotonic() < deadline:
-                for records in consumer.poll(timeout_ms=500).values():
+            consumer.seek(tp, position)
+            # Bounded by the end offset read above; a broker that stops answering midway is a 503.
+            quiet_until = time.monotonic() + self.timeout_s
+            while position < end:
+                batch = consumer.poll(timeout_ms=200)
+                if not batch:
+                    if time.monotonic() > quiet_until:
+                        raise self.unavailable(f"reading the clip's frames from {topic}/{partition}")
+                    continue
+                quiet_until = time.monotonic() + self.timeout_s
+                for records in batch.values():
                     for record in records:
                         position = record.offset + 1
                         if record.offset >= end or record.timestamp > end_ns // 1_000_000 + SLACK_MS:

@@ -37,7 +37,6 @@ from web.media import (
     MediaPending,
     alert_record,
     encode_clip,
-    partition_for,
 )
 from web.store import AlertStore, StoredAlert
 
@@ -256,84 +255,78 @@ class WebService:
     def clip(self, alert: StoredAlert, now_ns: int | None = None) -> tuple[Path, bool]:
         """(file, temporary): an ended alert's clip is cached; an active one's is built to now."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        partition = self._camera_partition(alert)
-        self._check_retained(alert, partition, f"alert {alert.id}")
-        start, end = self.clip_window(alert, now_ns)
         key = f"clip:{alert.id}:{alert.started_ns}:{alert.ended_ns}"
         cached = alert.ended_ns is not None
         path = self.cache.path(key, ".mp4") if cached else self.cache.folder / f".live-{uuid.uuid4().hex}.mp4"
         if cached and self.cache.hit(path):
             BUILDS.labels("clip", "cached").inc()
             return path, False
+        what = f"alert {alert.id}"
+        # 410 (aged out, topic gone) before 202 (post-roll still to come): waiting would not help.
+        self.reader.retained(FrameRef(alert.frame_topic, alert.frame_partition, alert.frame_offset), what)
+        start, end = self.clip_window(alert, now_ns)
         with self.cache.building(key):
             if cached and self.cache.hit(path):
                 BUILDS.labels("clip", "cached").inc()
                 return path, False
-            self._build_clip(alert, start, end, path, partition)
+            self._build_clip(alert, start, end, path)
         return path, not cached
 
-    def _camera_partition(self, alert: StoredAlert) -> int:
-        frames_topic = self.config.topics.frames
-        partition = partition_for(alert.camera, max(1, self._partitions(frames_topic.name)))
-        if alert.frame_topic == frames_topic.name and alert.frame_partition != partition:
-            # A producer with another partitioner: the alert's own frame says where the camera is.
-            partition = alert.frame_partition
-        return partition
-
-    def _build_clip(self, alert: StoredAlert, start: int, end: int, path: Path, partition: int) -> None:
+    def _build_clip(self, alert: StoredAlert, start: int, end: int, path: Path) -> None:
         what = f"alert {alert.id}"
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.mp4")
         camera = self.config.camera(alert.camera)
+        # The camera's frames are keyed by camera: they share the partition of the alert's own frame.
+        frames = self.reader.frames(alert.camera, start, end, what, alert.frame_topic, alert.frame_partition)
         try:
-            frames = self.reader.frames(alert.camera, start, end, what, partition)
             stats = encode_clip(tmp, frames, self.web.max_pixels, camera.fps if camera else 5.0)
         except VigilError:
             tmp.unlink(missing_ok=True)
             BUILDS.labels("clip", "failed").inc()
             raise
+        finally:
+            frames.close()  # hands its consumer back now, not when the generator is collected
         os.replace(tmp, path)
         BUILDS.labels("clip", "built").inc()
         BUILD_SECONDS.observe(stats.seconds)
         log.info("clip %s: %d frames, %.0f KiB in %.2fs", alert.id, stats.frames, stats.bytes / 1024, stats.seconds)
         self.cache.evict(keep=path)
 
-    def _partitions(self, topic: str) -> int:
-        with self.reader.consumer() as consumer:
-            return len(consumer.partitions_for_topic(topic) or ())
-
-    def _check_retained(self, alert: StoredAlert, partition: int, what: str) -> None:
-        from kafka.structs import TopicPartition
-
-        if alert.frame_topic != self.config.topics.frames.name or alert.frame_partition != partition:
-            return
-        tp = TopicPartition(alert.frame_topic, partition)
-        with self.reader.consumer() as consumer:
-            first = consumer.beginning_offsets([tp])[tp]
-        if alert.frame_offset < first:
-            raise self.reader.gone(what)
+    def webhooks(self, processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Delivery per endpoint from the heartbeats of the alerts processes that are not gone (a
+        stopped one's `webhook:<name>` part says "stopped" for ever) and the endpoint group's lag."""
+        alerts = [p for p in processes if p["stage"] == "alerts"]
+        live = [p for p in alerts if not p["gone"]]
+        found = []
+        for hook in self.config.alerts.webhooks:
+            part = f"webhook:{hook.name}"
+            lag = self.lags.get(f"{self.config.alerts.group_id}.webhook.{hook.name}")
+            beats = [(p, c) for p in live for c in p["components"] if c["name"] == part]
+            delivered = sum(p["stats"].get(f"delivered.{hook.name}", 0.0) for p, _ in beats)
+            per_s = sum(p["stats"].get(f"delivered.{hook.name}_per_s", 0.0) for p, _ in beats)
+            if not beats:
+                state = "unknown"
+                if live:
+                    detail = (
+                        f"{', '.join(p['process'] for p in live)} does not deliver to {hook.name} (another config?)"
+                    )
+                elif alerts:
+                    detail = f"no heartbeat from an alerts process for {min(p['age_s'] for p in alerts):.0f} s"
+                else:
+                    detail = "no heartbeat from an alerts process yet"
+            elif failing := [c for _, c in beats if not c["ok"]]:
+                state, detail = "failing", failing[0]["detail"]
+            else:
+                # Records behind while nothing was delivered since the last beat: it is retrying.
+                state = "retrying" if lag and per_s == 0 else "ok"
+                detail = beats[0][1]["detail"]
+            found.append({"name": hook.name, "state": state, "lag": lag, "detail": detail,
+                          "delivered": int(delivered), "delivered_per_s": round(per_s, 2),
+                          "processes": [p["process"] for p, _ in beats]})  # fmt: skip
+        return found
 
     def system(self) -> dict[str, Any]:
         processes = self.live.processes()
-        webhooks = []
-        for hook in self.config.alerts.webhooks:
-            component = next(
-                (
-                    c
-                    for p in processes
-                    if p["stage"] == "alerts"
-                    for c in p["components"]
-                    if c["name"] == f"webhook:{hook.name}"
-                ),
-                None,
-            )
-            lag = self.lags.get(f"{self.config.alerts.group_id}.webhook.{hook.name}")
-            if component is None:
-                state, detail = "unknown", "no heartbeat from the alerts process"
-            elif not component["ok"]:
-                state, detail = "failing", component["detail"]
-            else:
-                state, detail = ("retrying" if lag else "ok"), component["detail"]
-            webhooks.append({"name": hook.name, "state": state, "lag": lag, "detail": detail})
         cameras = [{k: c[k] for k in ("id", "state", "fps", "last_frame_age_s")} for c in self.live.cameras()]
         return {
             "processes": processes,
@@ -341,6 +334,6 @@ class WebService:
             "detect": self.live.detect_figures(),
             "lag": dict(self.lags),
             "dead_letters": self.live.dead_letters(),
-            "webhooks": webhooks,
+            "webhooks": self.webhooks(processes),
             "store": {"alerts": self.store.count(), "path": self.web.store},
         }

@@ -229,7 +229,7 @@ class AlertStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
     def open(self) -> AlertStore:
@@ -261,12 +261,22 @@ class AlertStore:
             conn.isolation_level = "DEFERRED"
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                # Thread pools retire idle threads (anyio's after 10 s) and start new ones: close
+                # the connections of threads that ended, or every burst of requests leaks some.
+                for thread in [t for t in self._all if not t.is_alive()]:
+                    self._all.pop(thread).close()
+                self._all[threading.current_thread()] = conn
         return conn
+
+    @property
+    def connections(self) -> int:
+        """Open connections (one per live thread that used the store)."""
+        with self._lock:
+            return len(self._all)
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
+            for conn in self._all.values():
                 conn.close()
             self._all.clear()
         self._local = threading.local()

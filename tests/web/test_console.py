@@ -83,8 +83,8 @@ alerts:
 web:
   port: {web_port}
   group_id: {stem}-web
-  store: {folder / "webdata" / "alerts.sqlite3"}
-  clip_cache_dir: {folder / "webdata" / "media"}
+  store: webdata/alerts.sqlite3   # relative to the stack's folder (its working directory)
+  clip_cache_dir: webdata/media
   users:
     - {{name: ana, role: admin, password_hash: "${{TEST_ANA_HASH}}"}}
     - {{name: vic, role: viewer, password_hash: "${{TEST_VIC_HASH}}"}}
@@ -454,6 +454,19 @@ def test_system_page_shows_every_part(console: Any, stack: Stack) -> None:
     assert {r.split("\t")[0] for r in tables["Consumer lag"].all_inner_texts()} == set(system["lag"])
     assert tables["Webhooks"].filter(has_text="sink").count() == 1
     assert "detect fps" in page.locator(".figures").inner_text()
+    # Every stage's process is there and ready (a replaced one is not listed), with its figures, and
+    # the endpoint's delivery comes from the running alerts process's heartbeat.
+    for stage in ("ingest", "detect", "alerts", "web"):
+        rows = tables["Processes"].filter(has_text=f"{stage}@")
+        assert rows.count() == 1 and "✓ ready" in rows.inner_text(), (stage, tables["Processes"].all_inner_texts())
+    assert " fps" in tables["Processes"].filter(has_text="detect@").inner_text()
+    assert "ms per batch" in tables["Processes"].filter(has_text="detect@").inner_text()
+    assert "frames/s published" in tables["Processes"].filter(has_text="ingest@").inner_text()
+    hook = next(h for h in system["webhooks"] if h["name"] == "sink")
+    assert hook["state"] in ("ok", "retrying") and hook["delivered"] > 0, hook
+    assert hook["detail"].startswith("delivering to") and hook["processes"], hook
+    row = tables["Webhooks"].filter(has_text="sink").inner_text()
+    assert hook["state"] in row and "/s)" in row, row
 
 
 def test_viewer_cannot_review(console: Any, stack: Stack) -> None:

@@ -18,7 +18,6 @@ from tests.web.conftest import NS, VIEWER_TOKEN, Publisher, make_alert, wait_for
 from vigil.config import VigilConfig
 from vigil.draw import annotate_alert
 from vigil.kafka import make_admin
-from web.media import partition_for
 
 pytestmark = pytest.mark.broker
 FPS = 5.0
@@ -31,15 +30,6 @@ def _ended_alert(publisher: Publisher, frames: list[bytes], camera: str, alert_i
     publisher.alert(started)
     publisher.alert(make_alert(alert_id, "ended", camera, refs[end][0], refs[start][1], refs[end][1]))
     return started, refs
-
-
-def test_camera_partition_is_the_producers(publisher: Publisher) -> None:
-    """The murmur2 partition web computes for a camera is where kafka-python's producer put it."""
-    topic = publisher.config.topics.frames.name
-    partitions = publisher.config.topics.frames.partitions
-    for camera in ("front-door", "cam-a", "garage", "x", "плаза"):
-        meta = publisher.producer.send(topic, key=camera.encode(), value=b"x").get(timeout=30)
-        assert meta.partition == partition_for(camera, partitions), camera
 
 
 def test_snapshot_and_clip_from_the_frames_topic(

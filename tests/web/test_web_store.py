@@ -147,3 +147,17 @@ def test_retention_removes_old_alerts_and_their_reviews(store: AlertStore) -> No
 def test_bad_cursor_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="next_cursor"):
         decode_cursor("!!!not-a-cursor")
+
+
+def test_connections_of_ended_threads_are_closed(store: AlertStore) -> None:
+    """Thread pools retire idle threads and start new ones (anyio after 10 s idle): each new thread
+    opens a connection, and the store must not keep those of threads that are gone."""
+    import threading
+
+    store.upsert(lifecycle("al_t", 10 * NS))
+    for _ in range(30):
+        thread = threading.Thread(target=lambda: store.get("al_t"))
+        thread.start()
+        thread.join()
+    assert store.get("al_t") is not None  # this thread's connection, opened after the others ended
+    assert store.connections <= 2, store.connections

@@ -85,7 +85,16 @@ class WebConfig(Section):
     max_pixels: int = Field(
         _MAX_PIXELS, ge=64 * 64, le=2 * _MAX_PIXELS, title="Frames larger than this are not decoded"
     )
-    live_frames: int = Field(8, ge=1, le=300, title="Newest frames held in memory per camera for the live view")
+    media_workers: int = Field(
+        4, ge=1, le=64, title="Snapshots and clips built at once; up to 4 per worker more wait, the rest get 503"
+    )
+    media_timeout_s: float = Field(
+        5.0, ge=0.5, le=60, title="Longest wait on Kafka for a snapshot or clip before 503, seconds"
+    )
+    # 50 frames: 10 s at the default 5 fps, about 2.5 MB per camera at 50 KB a frame (docs/api.md).
+    live_frames: int = Field(
+        50, ge=1, le=300, title="Newest frames held in memory per camera for the live view (detection lag they cover)"
+    )
     max_body_bytes: int = Field(
         65_536, ge=1024, le=16 * 1024 * 1024, title="Larger request bodies are refused with 413"
     )

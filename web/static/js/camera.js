@@ -1,6 +1,6 @@
 // A camera: its live view larger, toggles for boxes / zones / motion boxes, its recent alerts.
 
-import { api, cameraPath, clock, el, header, num, since, span, stream } from "./common.js";
+import { api, cameraPath, clock, durationNode, el, header, num, since, stream } from "./common.js";
 import { LiveView } from "./view.js";
 
 const id = cameraPath("/cameras/");
@@ -23,11 +23,11 @@ function renderCamera(c) {
 
 function alertItem(a) {
   const text = `${a.label} ${Math.round(a.score * 100)}% · ${a.rule}${a.zone ? ` (${a.zone})` : ""}`;
-  const when = `${clock(a.started_ns)} · ${a.state === "active" ? "active" : span(a.duration_s)}${a.reviewed ? " · reviewed" : ""}`;
+  const when = [`${clock(a.started_ns)} · `, durationNode(a), a.reviewed ? " · reviewed" : ""];
   return el("li", { "data-alert-id": a.id },
     el("a", { href: `/review?camera=${encodeURIComponent(a.camera)}#${encodeURIComponent(a.id)}` },
       el("img", { src: a.snapshot_url, alt: `Snapshot: ${text}`, loading: "lazy", width: 96, height: 72 }),
-      el("span", {}, el("b", { text }), el("br"), el("span", { class: "muted", text: when }))));
+      el("span", {}, el("b", { text }), el("br"), el("span", { class: "muted" }, ...when))));
 }
 
 function renderAlerts() {

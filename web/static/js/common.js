@@ -125,6 +125,49 @@ export function span(seconds) {
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
 
+/** A duration for people: tenths below 10 s (a 0.3 s alert is not "0 s"), then s, min and s, h. */
+export function duration(seconds) {
+  const s = Math.max(0, seconds);
+  if (s < 10) return `${(Math.floor(s * 10) / 10).toFixed(1)} s`;
+  if (s < 60) return `${Math.floor(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  return span(s);
+}
+
+/**
+ * How long an alert lasts. Ended: `duration_s`, its end minus its start (the end is the object's
+ * last sighting in the rule's zone). Active: now minus its start, growing; never less than its
+ * last sighting minus its start (`duration_s` of the newest event), whatever the browser's clock.
+ */
+export function alertSeconds(a, nowMs = Date.now()) {
+  if (a.state !== "active") return a.duration_s;
+  return Math.max(a.duration_s, (nowMs * 1e6 - a.started_ns) / NS);
+}
+
+export function alertDuration(a) {
+  return a.state === "active" ? `active · ${duration(alertSeconds(a))}` : duration(a.duration_s);
+}
+
+let ticking = 0;
+
+/** A text node's element showing the alert's duration; an active alert's keeps growing each second. */
+export function durationNode(a, attrs = {}) {
+  const node = el("span", { ...attrs, "data-duration": "", text: alertDuration(a) });
+  if (a.state === "active") {
+    node.dataset.activeSince = String(a.started_ns);
+    node.dataset.seenS = String(a.duration_s);
+    if (!ticking) {
+      ticking = setInterval(() => {
+        for (const n of document.querySelectorAll("[data-active-since]")) {
+          n.textContent = alertDuration({ state: "active", started_ns: Number(n.dataset.activeSince),
+            duration_s: Number(n.dataset.seenS) });
+        }
+      }, 1000);
+    }
+  }
+  return node;
+}
+
 export function clock(ns) {
   const d = new Date(ns / 1e6);
   const today = new Date();

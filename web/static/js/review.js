@@ -1,7 +1,7 @@
 // Review: alerts newest first as cards, filters in the URL, infinite scroll by cursor, the clip
 // next to the snapshot, review single and bulk with Frigate-style keys, new alerts live on top.
 
-import { ApiError, api, clock, el, header, span, stream } from "./common.js";
+import { ApiError, api, clock, durationNode, el, header, stream } from "./common.js";
 
 const PAGE = 48;
 const list = document.getElementById("cards");
@@ -97,7 +97,7 @@ function fillCard(entry) {
   entry.node.replaceChildren(img, entry.pick, badges, el("div", { class: "info" },
     el("b", { text: `${a.label} · ${Math.round(a.score * 100)}%` }),
     el("span", { text: `${a.camera} · ${a.rule}${a.zone ? ` (${a.zone})` : ""}` }),
-    el("span", { class: "muted", text: `${clock(a.started_ns)} · ${a.state === "active" ? "active" : span(a.duration_s)}` })));
+    el("span", { class: "muted" }, `${clock(a.started_ns)} · `, durationNode(a))));
   entry.node.setAttribute("aria-label", `${cardText(a)}${a.reviewed ? ", reviewed" : ""}`);
   entry.node.setAttribute("aria-selected", selected.has(a.id) ? "true" : "false");
   entry.node.dataset.reviewed = String(a.reviewed);
@@ -112,14 +112,21 @@ function update(a) {
   if (current?.id === a.id) { current = a; renderPlayer(false); }
 }
 
-function add(a, { top = false } = {}) {
+// Cards are kept in the API's order, newest start first (ties by id), wherever they come from:
+// pages by cursor, or the event stream (an alert can be stored after newer ones: cameras and
+// detectors lag differently).
+const newer = (a, b) => a.started_ns > b.started_ns || (a.started_ns === b.started_ns && a.id > b.id);
+
+function add(a, { live = false } = {}) {
   if (cards.has(a.id)) { update(a); return; }
   const entry = card(a);
   cards.set(a.id, entry);
-  if (top) {
-    entry.node.classList.add("fresh");
-    list.prepend(entry.node);
-  } else list.append(entry.node);
+  let before = null; // the first card older than `a`; pages arrive in order, so look from the end
+  for (let node = list.lastElementChild; node && newer(a, cards.get(node.dataset.alertId).alert); node = node.previousElementSibling) {
+    before = node;
+  }
+  list.insertBefore(entry.node, before);
+  if (live && !entry.node.previousElementSibling) entry.node.classList.add("fresh");
   if (!list.querySelector('[tabindex="0"]')) entry.node.tabIndex = 0;
 }
 
@@ -318,7 +325,9 @@ function renderPlayer(fresh) {
     el("dt", { text: "Rule" }), el("dd", { text: `${a.rule}${a.zone ? ` · zone ${a.zone}` : ""}` }),
     el("dt", { text: "Object" }), el("dd", { text: `${a.label} · best score ${a.score.toFixed(2)} · track ${a.track_id}` }),
     el("dt", { text: "Started" }), el("dd", { text: `${new Date(a.started_ns / 1e6).toLocaleString()}` }),
-    el("dt", { text: "Duration" }), el("dd", { text: a.state === "active" ? "still active" : span(a.duration_s) }),
+    el("dt", { text: "Duration" }), el("dd", {}, durationNode(a, {
+      title: a.state === "active" ? "from its start until now" : "from its start to the object's last sighting in the zone" })),
+    el("dt", { text: a.state === "active" ? "Last seen" : "Ended" }), el("dd", { text: clock(a.ended_ns || a.last_seen_ns) }),
     el("dt", { text: "Review" }), el("dd", { "data-review": "", text: a.reviewed ? `${a.verdict ? a.verdict.replace("_", " ") : "reviewed"} by ${a.reviewed_by || "?"}` : "not reviewed" }));
   const actions = el("div", { class: "row" },
     a.reviewed ? button("Not reviewed", "unreview", "U") : button("Mark reviewed", "reviewed", "R", "primary"),
@@ -365,6 +374,17 @@ async function main() {
   if (params.get("reviewed")) form.elements.reviewed.value = params.get("reviewed");
   for (const name of ["camera", "rule", "label"]) fillSelect(name, [], params.get(name));
   reset();
+  // Open at once, so alerts stored while the first page loads are not missed.
+  stream("frames=0", {
+    alert: (a) => {
+      if (cards.has(a.id)) update(a);
+      else if (matches(a, filters())) {
+        // Older than every card while more pages remain: the cursor brings it in its place.
+        const last = list.lastElementChild && cards.get(list.lastElementChild.dataset.alertId);
+        if (cursor === undefined || !last || newer(a, last.alert)) add(a, { live: true });
+      }
+    },
+  });
   api("/api/alerts/facets").then((facets) => {
     for (const [name, values] of [["camera", facets.cameras], ["rule", facets.rules], ["label", facets.labels]]) {
       fillSelect(name, values, form.elements[name].value);
@@ -381,15 +401,6 @@ async function main() {
   }
   document.getElementById("bulk-clear").addEventListener("click", clearSelection);
   for (const b of bulk.querySelectorAll("button[data-admin]")) b.disabled = user.role !== "admin";
-  stream("frames=0", {
-    alert: (a) => {
-      if (cards.has(a.id)) update(a);
-      else if (matches(a, filters())) {
-        const first = list.firstElementChild && cards.get(list.firstElementChild.dataset.alertId);
-        if (!first || a.started_ns >= first.alert.started_ns) add(a, { top: true });
-      }
-    },
-  });
   if (location.hash.length > 1) {
     const id = decodeURIComponent(location.hash.slice(1));
     api(`/api/alerts/${encodeURIComponent(id)}`).then(open).catch(() => null);

@@ -39,36 +39,60 @@ export function drawPolygon(ctx, points, { color = "#4fd1d9", name = "", fill = 
   ctx.strokeStyle = color;
   ctx.setLineDash([6 * scale, 4 * scale]);
   ctx.stroke();
+  let label = null;
   if (name) {
     ctx.setLineDash([]);
     ctx.font = `${Math.round(13 * scale)}px system-ui, sans-serif`;
     ctx.fillStyle = color;
     const [x, y] = points[0];
     ctx.fillText(name, x + 4 * scale, y + 16 * scale);
+    label = { x: x + 4 * scale, y: y + 3 * scale, w: ctx.measureText(name).width, h: 16 * scale };
   }
   ctx.restore();
+  return label; // where the name went, so box labels keep off it
 }
 
-export function drawBoxes(ctx, detections, scale = 1) {
+const overlaps = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+
+/**
+ * Boxes with "class score%" labels. Labels never cover one another nor run off the frame: the most
+ * confident objects are labelled first, each above its box, else inside its top, below it or inside
+ * its bottom edge, moved in from the frame's sides; one with no free place is left out (its box is
+ * still drawn). `taken`: rectangles already holding text (zone names). Returns the labels drawn.
+ */
+export function drawBoxes(ctx, detections, scale = 1, taken = []) {
   ctx.save();
   ctx.lineWidth = 2 * scale;
   ctx.font = `600 ${Math.round(13 * scale)}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   for (const d of detections) {
     const [x1, y1, x2, y2] = d.box;
-    const color = colorFor(d.class_id);
-    ctx.strokeStyle = color;
+    ctx.strokeStyle = colorFor(d.class_id);
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const label = `${d.class_name} ${Math.round(d.score * 100)}%`;
-    const w = ctx.measureText(label).width + 8 * scale;
-    const h = 18 * scale;
-    const top = y1 - h >= 0 ? y1 - h : y1;
-    ctx.fillStyle = color;
-    ctx.fillRect(x1 - scale, top, w, h);
+  }
+  const placed = [...taken];
+  const labels = [];
+  const width = ctx.canvas.width;
+  const height = ctx.canvas.height;
+  const h = 18 * scale;
+  for (const d of [...detections].sort((a, b) => b.score - a.score)) {
+    const [x1, y1, x2, y2] = d.box;
+    const text = `${d.class_name} ${Math.round(d.score * 100)}%`;
+    const w = ctx.measureText(text).width + 8 * scale;
+    const x = Math.max(0, Math.min(x1 - scale, width - w));
+    const spot = [y1 - h, y1, y2, y2 - h]
+      .map((y) => ({ x, y: Math.max(0, Math.min(y, height - h)), w, h }))
+      .find((r) => !placed.some((p) => overlaps(r, p)));
+    if (!spot) continue;
+    placed.push(spot);
+    labels.push({ ...spot, text });
+    ctx.fillStyle = colorFor(d.class_id);
+    ctx.fillRect(spot.x, spot.y, w, h);
     ctx.fillStyle = "#0b0d10";
-    ctx.fillText(label, x1 + 3 * scale, top + 2 * scale);
+    ctx.fillText(text, spot.x + 4 * scale, spot.y + 2 * scale);
   }
   ctx.restore();
+  return labels;
 }
 
 export function drawMotion(ctx, boxes, scale = 1) {
@@ -187,13 +211,17 @@ export class LiveView {
     // Line widths and text in CSS pixels whatever the frame's size: legible in a small tile and a 4K frame alike.
     const shown = this.box.clientWidth || frame.width;
     const scale = Math.max(0.5, frame.width / shown) * (shown < 480 ? 0.8 : 1); // smaller labels in a phone's tile
+    const names = [];
     if (this.options.zones) {
-      for (const z of zonePixels(this.zones, frame.width, frame.height)) drawPolygon(ctx, z.points, { name: z.name, scale });
+      for (const z of zonePixels(this.zones, frame.width, frame.height)) {
+        names.push(drawPolygon(ctx, z.points, { name: z.name, scale }));
+      }
     }
     if (this.options.motion && frame.motion) drawMotion(ctx, frame.motion, scale);
     const boxes = this.options.boxes ? frame.detections || [] : [];
-    drawBoxes(ctx, boxes, scale);
+    const labels = drawBoxes(ctx, boxes, scale, names.filter(Boolean));
     this.box.dataset.boxes = String(boxes.length);
+    this.box.dataset.labels = String(labels.length);
     this.box.dataset.seq = String(frame.seq);
     this.box.dataset.detected = String(!!frame.detected);
   }
