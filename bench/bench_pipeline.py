@@ -164,10 +164,16 @@ class Bench:
             cwd=self.work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         samples: list[tuple[int, dict[str, float]]] = []
+        seen: dict[int, tuple[str, float]] = {}  # every process seen, with its last CPU (an ended one keeps it)
         while process.poll() is None:
-            samples.append(
-                (time.time_ns(), tree_cpu_s(process.pid) | {"broker": sum(tree_cpu_s(self.broker_pid).values())})
-            )
+            for pid, (role, cpu_s) in tree_cpu_s(process.pid).items():
+                # A zombie's cmdline is empty: it keeps the role it was seen with.
+                seen[pid] = (seen[pid][0] if pid in seen else role, cpu_s)
+            by_role: dict[str, float] = {}
+            for role, cpu_s in seen.values():
+                by_role[role] = by_role.get(role, 0.0) + cpu_s
+            by_role["broker"] = sum(cpu_s for _, cpu_s in tree_cpu_s(self.broker_pid).values())
+            samples.append((time.time_ns(), by_role))
             time.sleep(0.2)
         if process.returncode != 0:
             raise SystemExit(f"vigil up failed (exit {process.returncode}) on {config}")
