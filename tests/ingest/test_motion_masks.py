@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ingest.camera import CameraWorker
 from ingest.metrics import CameraCounters
@@ -58,28 +59,34 @@ def test_pixel_masks_are_in_the_published_frames_pixels() -> None:
     assert mask is not None and mask.shape == (240, 320) and mask[10, 300] == 255 and mask[10, 200] == 0
 
 
-def skipped_on(video: Path, masks: list[MotionMaskConfig]) -> tuple[int, int]:
-    """(frames sent, frames skipped by motion gating) of a replay of every frame of `video`."""
+def skipped_on(video: Path, masks: list[MotionMaskConfig], still_frames: str) -> tuple[int, int]:
+    """(frames that go to detection, frames gating kept from it) of a replay of every frame of `video`: dropped
+    ones with `still_frames: drop`, ones published marked still (no motion, not a keep-alive) with `publish`."""
     camera = CameraConfig.model_validate(
         {"id": "walk", "kind": "replay", "url": str(video), "replay": {"realtime": False},
-         "motion": {"enabled": True, "keepalive_s": 10.0, "masks": [m.model_dump() for m in masks]}}
+         "motion": {"enabled": True, "keepalive_s": 10.0, "still_frames": still_frames,
+                    "masks": [m.model_dump() for m in masks]}}
     )  # fmt: skip
     queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(1000)
     counters = CameraCounters(camera.id)
     worker = CameraWorker.from_config(camera, queue, counters, threading.Event(), sample_fps=None)
     worker.run()
-    return len(queue), counters.snapshot().motion_skipped
+    published = [frame for frame in iter(lambda: queue.get(timeout=0), None)]
+    still = sum(f.meta.motion == () and not f.meta.keepalive for f in published)
+    return len(published) - still, counters.snapshot().motion_skipped + still
 
 
-def test_a_mask_over_where_people_walk_skips_frames_on_real_footage(shared_data: Path) -> None:
+@pytest.mark.parametrize("still_frames", ["drop", "publish"])
+def test_a_mask_over_where_people_walk_skips_frames_on_real_footage(shared_data: Path, still_frames: str) -> None:
     folder = shared_data / "footage" / "TUD-Campus"
     gt = load_mot(folder / "gt.txt")
     boxes = np.concatenate([gt.boxes(n).xyxy for n in gt.frame_numbers])
     # Every labelled person's box, from the highest head to the lowest feet, across the whole width.
     top, bottom = max(0.0, float(boxes[:, 1].min()) - 10), min(480.0, float(boxes[:, 3].max()) + 10)
     walk = MotionMaskConfig(name="walkway", polygon=[(0, top), (640, top), (640, bottom), (0, bottom)])
-    sent, skipped = skipped_on(folder / "TUD-Campus.mp4", [])
-    assert (sent, skipped) == (71, 0)  # people walk through every frame
-    sent_masked, skipped_masked = skipped_on(folder / "TUD-Campus.mp4", [walk])
+    sent, skipped = skipped_on(folder / "TUD-Campus.mp4", [], still_frames)
+    # People walk through every frame (published, the first one only seeds the background: no motion yet).
+    assert sent + skipped == 71 and skipped <= (1 if still_frames == "publish" else 0), (sent, skipped)
+    sent_masked, skipped_masked = skipped_on(folder / "TUD-Campus.mp4", [walk], still_frames)
     assert sent_masked + skipped_masked == 71
     assert skipped_masked >= 60, (sent_masked, skipped_masked)  # only keep-alives and stray changes are sent
