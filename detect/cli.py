@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,7 @@ def detect_main(args: argparse.Namespace) -> int:
     from detect.worker import DetectWorker
     from vigil.health import Health
     from vigil.heartbeat import Heartbeat
-    from vigil.kafka import ensure_topics, make_consumer, make_producer
+    from vigil.kafka import ensure_topics, make_consumer, make_producer, wait_for_kafka
     from vigil.metrics_server import serve_process_metrics
 
     config = resolve_config(args.config, args.log_level)
@@ -45,10 +46,23 @@ def detect_main(args: argparse.Namespace) -> int:
         detector.fixed_batch or "dynamic", detector.provider,
     )  # fmt: skip
     topics = config.topics
-    ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
+
+    def connect() -> tuple[Any, Any]:
+        ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
+        consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+        try:
+            return consumer, make_producer(config.kafka, "detect")
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+
     stop = threading.Event()
-    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
-    producer = make_producer(config.kafka, "detect")
+    with stop_on_signals(stop, "giving up waiting for Kafka"):
+        clients = wait_for_kafka(config.kafka, connect, stop, what="detect", health=health)
+    if clients is None:
+        server.stop()
+        return 0
+    consumer, producer = clients
     health.set("kafka", True, "consumer and producer connected")
     heartbeat: Heartbeat | None = None
     try:
