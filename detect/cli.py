@@ -26,6 +26,10 @@ from vigil.signals import stop_on_signals
 log = logging.getLogger(__name__)
 
 
+# How long a stopping worker waits for its last sends (heartbeats, a batch it did not commit).
+_CLOSE_TIMEOUT_S = 10.0
+
+
 def detect_main(args: argparse.Namespace) -> int:
     from detect.worker import DetectWorker
     from vigil.health import Health
@@ -51,7 +55,13 @@ def detect_main(args: argparse.Namespace) -> int:
         ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
         consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
         try:
-            return consumer, make_producer(config.kafka, "detect")
+            # Not idempotent, one request in flight (order kept without it): kafka-python 3.0's
+            # idempotent producer stops sending for good once it expires a batch that was in flight
+            # when the broker died, and `Deliveries` re-sends what expired. The worker waits for
+            # every batch's acknowledgements anyway, so more requests in flight would gain little.
+            return consumer, make_producer(
+                config.kafka, "detect", enable_idempotence=False, max_in_flight_requests_per_connection=1
+            )
         except BaseException:
             consumer.close(autocommit=False)
             raise
@@ -75,7 +85,8 @@ def detect_main(args: argparse.Namespace) -> int:
         if heartbeat is not None:
             heartbeat.stop()
         consumer.close(autocommit=False)
-        producer.close()
+        # Bounded: stopped during an outage, what is not acknowledged was not committed either.
+        producer.close(timeout=_CLOSE_TIMEOUT_S)
         server.stop()
     return 0
 
