@@ -53,6 +53,7 @@ from vigil.cluster import EmbeddedCluster
 from vigil.config import EmbeddedBrokerConfig, KafkaConfig, TopicConfig, TopicsConfig
 from vigil.kafka import ensure_topics, make_admin, make_consumer, make_producer
 from vigil.kafka_jars import default_deploy_dir
+from vigil.processes import port_free
 
 CAMERA = b"plaza"
 # Broker loggers worth a line each during a leader loss (the embedded broker logs WARN otherwise).
@@ -97,17 +98,8 @@ def free_ports(count: int) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if port + count < 65535 and all(_free(p) for p in range(port, port + count)):
+        if port + count < 65535 and all(port_free(p) for p in range(port, port + count)):
             return port
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def verbose_deploy_dir(target: Path) -> Path:
