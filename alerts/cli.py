@@ -9,12 +9,15 @@ import secrets
 import threading
 from collections.abc import Callable
 
+from kafka import KafkaProducer
+
 from alerts.aggregator import Aggregator
 from alerts.webhooks import EndpointDeliverer
+from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.health import Health
 from vigil.heartbeat import Heartbeat
-from vigil.kafka import ensure_topics, make_producer
+from vigil.kafka import ensure_topics, make_producer, wait_for_kafka
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
@@ -48,6 +51,11 @@ def _guard(name: str, target: Callable[[], None], stop: threading.Event, failure
     return run
 
 
+def _connect(config: VigilConfig) -> KafkaProducer:
+    ensure_topics(config.kafka, config.topics)
+    return make_producer(config.kafka, "alerts-status")
+
+
 def alerts_main(args: argparse.Namespace) -> int:
     if getattr(args, "new_secret", False):
         print(new_secret())
@@ -56,10 +64,13 @@ def alerts_main(args: argparse.Namespace) -> int:
     health = Health()
     server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     health.set("kafka", False, "connecting")
-    ensure_topics(config.kafka, config.topics)
-    health.set("kafka", True, "topics ready")
-
     stop = threading.Event()
+    with stop_on_signals(stop, "giving up waiting for Kafka"):
+        status_producer = wait_for_kafka(config.kafka, lambda: _connect(config), stop, what="alerts", health=health)
+    if status_producer is None:
+        server.stop()
+        return 0
+    health.set("kafka", True, "topics ready")
 
     failures: list[str] = []
     threads = []
@@ -87,7 +98,6 @@ def alerts_main(args: argparse.Namespace) -> int:
         figures["delivered"] = float(sum(d.delivered for d in deliverers))
         return figures
 
-    status_producer = make_producer(config.kafka, "alerts-status")
     heartbeat = Heartbeat(status_producer, config.topics.status.name, "alerts", health, totals=totals).start()
     with stop_on_signals(stop, "publishing and committing the current batch"):
         _guard("aggregator", aggregator.run, stop, failures)()

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,11 +26,15 @@ from vigil.signals import stop_on_signals
 log = logging.getLogger(__name__)
 
 
+# How long a stopping worker waits for its last sends (heartbeats, a batch it did not commit).
+_CLOSE_TIMEOUT_S = 10.0
+
+
 def detect_main(args: argparse.Namespace) -> int:
     from detect.worker import DetectWorker
     from vigil.health import Health
     from vigil.heartbeat import Heartbeat
-    from vigil.kafka import ensure_topics, make_consumer, make_producer
+    from vigil.kafka import ensure_topics, make_consumer, make_producer, wait_for_kafka
     from vigil.metrics_server import serve_process_metrics
 
     config = resolve_config(args.config, args.log_level)
@@ -45,10 +50,29 @@ def detect_main(args: argparse.Namespace) -> int:
         detector.fixed_batch or "dynamic", detector.provider,
     )  # fmt: skip
     topics = config.topics
-    ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
+
+    def connect() -> tuple[Any, Any]:
+        ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
+        consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+        try:
+            # Not idempotent, one request in flight (order kept without it): kafka-python 3.0's
+            # idempotent producer stops sending for good once it expires a batch that was in flight
+            # when the broker died, and `Deliveries` re-sends what expired. The worker waits for
+            # every batch's acknowledgements anyway, so more requests in flight would gain little.
+            return consumer, make_producer(
+                config.kafka, "detect", enable_idempotence=False, max_in_flight_requests_per_connection=1
+            )
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+
     stop = threading.Event()
-    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
-    producer = make_producer(config.kafka, "detect")
+    with stop_on_signals(stop, "giving up waiting for Kafka"):
+        clients = wait_for_kafka(config.kafka, connect, stop, what="detect", health=health)
+    if clients is None:
+        server.stop()
+        return 0
+    consumer, producer = clients
     health.set("kafka", True, "consumer and producer connected")
     heartbeat: Heartbeat | None = None
     try:
@@ -61,7 +85,8 @@ def detect_main(args: argparse.Namespace) -> int:
         if heartbeat is not None:
             heartbeat.stop()
         consumer.close(autocommit=False)
-        producer.close()
+        # Bounded: stopped during an outage, what is not acknowledged was not committed either.
+        producer.close(timeout=_CLOSE_TIMEOUT_S)
         server.stop()
     return 0
 

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +41,9 @@ from detect.preprocess import Letterbox, PreparedBatch
 from detect.stationary import StillFramePlanner
 from vigil.config import VigilConfig
 from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
+from vigil.delivery import Deliveries
 from vigil.detections import Detections
-from vigil.errors import ContractError, KafkaUnavailableError
+from vigil.errors import ContractError
 from vigil.imaging import BoundedDecoder, ImageSizeMismatchError, OversizedImageError
 from vigil.kafka import DeadLetterPublisher, subscribe
 from vigil.logs import log_repeated
@@ -182,7 +182,10 @@ class DetectWorker:
         self.consumer = consumer
         self.producer = producer
         self.gate = FrameGate(config)
-        self.dead_letters = DeadLetterPublisher(producer, config.topics.dead_letter.name, STAGE)
+        # Every send of a batch goes through `deliveries`, which re-sends what an outage expired.
+        self.deliveries = Deliveries(producer, STAGE, log)
+        self.dead_letters = DeadLetterPublisher(self.deliveries, config.topics.dead_letter.name, STAGE)
+        self._stop = threading.Event()
         self.clock_ns = clock_ns
         self.model_ref = ModelRef(detector.manifest.name, detector.manifest.version)
         self.decode_threads = decode_threads or self.cfg.decode_concurrency
@@ -250,6 +253,7 @@ class DetectWorker:
     # -- the loop -----------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         with (
             ThreadPoolExecutor(self.decode_threads, thread_name_prefix="detect-decode") as decode_pool,
             ThreadPoolExecutor(1, thread_name_prefix="detect-infer") as infer_pool,
@@ -474,10 +478,9 @@ class DetectWorker:
         their camera), wait for acknowledgements, then commit."""
         assert batch.inference is not None
         output, infer_s, infer_wait_s = batch.inference.result()
-        futures: list[Any] = []
         for record, rejection in batch.rejected:
             metrics.DEAD_LETTER.labels(rejection.kind).inc()
-            futures.append(self.dead_letters.publish(record, rejection.reason, kind=rejection.kind))
+            self.dead_letters.publish(record, rejection.reason, kind=rejection.kind)
         if batch.frames:
             started = time.perf_counter()
             detected = [f for f in batch.frames if f.box is not None]
@@ -516,19 +519,14 @@ class DetectWorker:
                     produced_ns=produced,
                     reused_from=reused_from,
                 )
-                futures.append(self.producer.send(topic, key=meta.camera_id.encode(), value=out.to_bytes()))
+                self.deliveries.send(topic, key=meta.camera_id.encode(), value=out.to_bytes())
             metrics.DETECTED.inc(len(detected))
             if len(detected) < len(batch.frames):
                 metrics.STILL_REUSED.inc(len(batch.frames) - len(detected))
-        self.producer.flush()
-        try:
-            for future in futures:
-                future.get(timeout=self.config.kafka.producer.delivery_timeout_ms / 1000)
-        except KafkaError as exc:
-            # Nothing of this batch is committed: a restarted worker (or the group's next owner) redoes it.
-            raise KafkaUnavailableError(
-                f"publishing detections failed ({exc}); offsets not committed, the frames will be reprocessed"
-            ) from exc
+        # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
+        if not self.deliveries.settle(self._stop):
+            log.warning("stopping while Kafka does not acknowledge: this batch is not committed and will be redone")
+            return
         self.published += len(batch.frames)
         self.reused += len(batch.frames) - batch.detected
         self.batches += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from vigil.config import CameraConfig, VigilConfig
 from vigil.errors import ConfigError, ConfigIssue
 from vigil.health import Health, camera_detail
 from vigil.heartbeat import Heartbeat
-from vigil.kafka import ensure_topics, make_producer
+from vigil.kafka import ensure_topics, make_producer, wait_for_kafka
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
@@ -48,12 +49,21 @@ def ingest_main(args: argparse.Namespace) -> int:
     health = Health()
     server = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     health.set("kafka", False, "connecting")
-    ensure_topics(config.kafka, config.topics)
     # Live frames get a delivery timeout within their freshness budget (stuck in an outage, they
     # would arrive too old to detect); a fast replay in the same process must lose nothing, so
     # then the configured timeouts stay.
     lossless = any(c.kind == "replay" and not c.replay.realtime for c in cameras)
-    producer = make_producer(config.kafka, "ingest", **({} if lossless else live_producer_options(config)))
+
+    def connect() -> Any:
+        ensure_topics(config.kafka, config.topics)
+        return make_producer(config.kafka, "ingest", **({} if lossless else live_producer_options(config)))
+
+    waiting = threading.Event()
+    with stop_on_signals(waiting, "giving up waiting for Kafka"):
+        producer = wait_for_kafka(config.kafka, connect, waiting, what="ingest", health=health)
+    if producer is None:
+        server.stop()
+        return 0
     health.set("kafka", True, "producer connected")
     runner = IngestRunner(
         cameras, producer, config.topics.frames.name, default_metrics(), freshness_s=freshness_budget_s(config)

@@ -41,6 +41,7 @@ from vigil.kafka_jars import (
 # Records up to the producer's max_request_size (8 MiB by default) plus batch overhead.
 _MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 _FORMAT_TIMEOUT_S = 120.0
+_OFFSETS_PARTITIONS = 8
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
@@ -79,8 +80,21 @@ class NodeRole:
     voters: str | None = None  # controller.quorum.voters; None: this node alone
     cluster_id: str | None = None  # None: a new id at format time
     internal_replication: int = 1
-    # A cluster notices a killed node after this long (Kafka's default, 9 s, stalls acks=all that long).
+    # How fast a cluster recovers from a killed node (`kafka.embedded.session_timeout_ms`,
+    # `controller_timeout_ms`); None keeps Kafka's defaults (9 s and 2 s), as for a node alone.
     session_timeout_ms: int | None = None
+    controller_timeout_ms: int | None = None
+    # "broker,controller" (combined), or "broker" / "controller" when the cluster runs its
+    # controllers apart (`kafka.embedded.controllers`).
+    process_roles: str = "broker,controller"
+
+    @property
+    def broker(self) -> bool:
+        return "broker" in self.process_roles.split(",")
+
+    @property
+    def controller(self) -> bool:
+        return "controller" in self.process_roles.split(",")
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -97,7 +111,7 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _accepts_tcp(host: str, port: int, timeout_s: float = 0.5) -> bool:
+def accepts_tcp(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return True
@@ -174,6 +188,11 @@ class EmbeddedBroker:
         return f"{self.config.host}:{self.config.port}"
 
     @property
+    def listen_port(self) -> int:
+        """The port that tells this node is up: its client port, or a controller's own port."""
+        return self.config.port if self.role.broker else self.config.controller_port
+
+    @property
     def jars_dir(self) -> Path:
         return (self._cache_dir or default_cache_dir()) / self.config.kafka_version
 
@@ -222,18 +241,25 @@ class EmbeddedBroker:
         internal = str(role.internal_replication)
         internal_isr = str(max(1, role.internal_replication - 1))
         client = self.protocol
+        listeners = []
+        if role.broker:
+            listeners.append(f"{client}://{c.host}:{c.port}")
+        if role.controller:
+            listeners.append(f"CONTROLLER://{c.host}:{c.controller_port}")
         settings = {
-            "process.roles": "broker,controller",
+            "process.roles": role.process_roles,
             "node.id": str(role.node_id),
             "controller.quorum.voters": role.voters or f"{role.node_id}@{c.host}:{c.controller_port}",
-            "listeners": f"{client}://{c.host}:{c.port},CONTROLLER://{c.host}:{c.controller_port}",
-            "advertised.listeners": f"{client}://{c.host}:{c.port}",
+            "listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": client,
             "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             # Kafka's internal topics get as many replicas as there are nodes (one when alone).
             "offsets.topic.replication.factor": internal,
+            # Consumer offsets in 8 partitions, not Kafka's 50, for a handful of groups: the first
+            # group join creates them all, and fencing a dead node rewrites every partition it
+            # replicates (57 instead of 15 took the controller 2.1 s at load 25 on two cores).
+            "offsets.topic.num.partitions": str(_OFFSETS_PARTITIONS),
             "transaction.state.log.replication.factor": internal,
             "transaction.state.log.min.isr": internal_isr,
             "share.coordinator.state.topic.replication.factor": internal,
@@ -251,9 +277,21 @@ class EmbeddedBroker:
             "log.segment.bytes": str(128 * 1024 * 1024),
             "log.retention.check.interval.ms": "60000",
         }
+        if role.broker:
+            settings["advertised.listeners"] = f"{client}://{c.host}:{c.port}"
+            settings["inter.broker.listener.name"] = client
         if role.session_timeout_ms is not None:
+            # Until the controller fences a dead node, every acks=all write to a partition it
+            # replicates waits: it is still in the ISR. This is most of the stall a leader loss costs.
             settings["broker.session.timeout.ms"] = str(role.session_timeout_ms)
             settings["broker.heartbeat.interval.ms"] = str(max(100, role.session_timeout_ms // 8))
+        if role.controller_timeout_ms is not None:
+            # A killed node that was the active controller costs this, an election, and then a whole
+            # session timeout more (the new controller starts every node's session afresh).
+            half = str(max(100, role.controller_timeout_ms // 2))
+            settings["controller.quorum.fetch.timeout.ms"] = str(role.controller_timeout_ms)
+            settings["controller.quorum.election.timeout.ms"] = half
+            settings["controller.quorum.election.backoff.max.ms"] = half
         if self.security is not None:
             settings |= self._security_properties(self.security)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
@@ -359,7 +397,7 @@ class EmbeddedBroker:
             uptime: float | None = time.time() - self.pid_file.stat().st_mtime
         except OSError:
             uptime = None
-        listening = _accepts_tcp(self.config.host, self.config.port)
+        listening = accepts_tcp(self.config.host, self.listen_port)
         return BrokerStatus(True, pid, self.bootstrap, rss_mb, uptime, self.state_dir, listening)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -401,7 +439,9 @@ class EmbeddedBroker:
                 return False
             self.pid_file.unlink(missing_ok=True)  # stale: the process it names is gone
             c = self.config
-            for port, key in ((c.port, "port"), (c.controller_port, "controller_port")):
+            ports = [(c.port, "port")] if self.role.broker else []
+            ports += [(c.controller_port, "controller_port")] if self.role.controller else []
+            for port, key in ports:
                 if _port_in_use(c.host, port):
                     raise BrokerError(
                         f"{c.host}:{port} (kafka.embedded.{key}) is already in use by another process, not the "
@@ -440,8 +480,9 @@ class EmbeddedBroker:
                     f"the Kafka broker ({self.state_dir}) exited during start-up; last lines of {self.log_file}:\n"
                     f"{self.log_tail()}"
                 )
-            if _accepts_tcp(self.config.host, self.config.port):
-                problem = self._metadata_problem()
+            if accepts_tcp(self.config.host, self.listen_port):
+                # A controller of its own has no client listener: accepting connections is all it shows.
+                problem = self._metadata_problem() if self.role.broker else None
                 if problem is None:
                     return
                 last_problem = problem

@@ -1,5 +1,5 @@
-"""A local multi-node Apache Kafka cluster: N embedded KRaft nodes (each broker + controller) on
-loopback, one quorum, and `vigil broker start|stop|status` for one node or several.
+"""A local multi-node Apache Kafka cluster: N embedded KRaft nodes on loopback, one quorum, and
+`vigil broker start|stop|status` for one node or several.
 
 Users outgrow one broker first; this is how to try replication on one machine before running a
 real cluster: `vigil broker start --nodes 3` (or `kafka.embedded.nodes: 3`), then topics with
@@ -7,11 +7,17 @@ real cluster: `vigil broker start --nodes 3` (or `kafka.embedded.nodes: 3`), the
 Node k (from 0) keeps its state in `<state_dir>/node-<k+1>` and listens on `port + 2k` (clients)
 and `controller_port + 2k` (KRaft); every node is formatted with the cluster id kept in
 `<state_dir>/cluster.id`.
+
+By default every node is broker and controller (combined mode). With `kafka.embedded.controllers:
+C` the cluster runs C controllers of their own (node ids N+1 .., state in `controller-<j+1>`,
+listening on `controller_port + 2j`) and the N nodes are brokers only, as production clusters
+are laid out: losing a broker then costs the session timeout, never a controller election too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -25,22 +31,21 @@ from vigil.config import EmbeddedBrokerConfig
 from vigil.errors import BrokerError
 from vigil.kafka_jars import Progress, new_cluster_id, stderr_progress
 
-# How long the controller waits for a silent node before fencing it and moving its leaderships.
-# Kafka's default (9 s) is for real networks; on loopback 4 s is ample, and it is the stall an
-# acks=all producer sees when a partition leader dies.
-CLUSTER_SESSION_TIMEOUT_MS = 4000
-
 
 @dataclass(frozen=True)
 class ClusterStatus:
     nodes: list[BrokerStatus]
+    roles: list[str]  # per node: "broker,controller", "broker" or "controller"
 
     @property
     def running(self) -> bool:
         return all(n.running for n in self.nodes)
 
     def describe(self) -> str:
-        return "\n".join(f"node {i + 1}: {n.describe()}" for i, n in enumerate(self.nodes))
+        return "\n".join(
+            f"node {i + 1} ({role.replace(',', ' + ')}): {n.describe()}"
+            for i, (n, role) in enumerate(zip(self.nodes, self.roles, strict=True))
+        )
 
 
 class EmbeddedCluster:
@@ -56,33 +61,42 @@ class EmbeddedCluster:
         deploy_dir: Path | None = None,
         progress: Progress | None = stderr_progress,
         security: BrokerSecurity | None = None,
-        session_timeout_ms: int = CLUSTER_SESSION_TIMEOUT_MS,
     ) -> None:
         self.config = config
         self.state_dir = (state_dir or Path(config.state_dir)).absolute()
         self._progress = progress
         ports = config.node_ports()
-        voters = ",".join(f"{k + 1}@{config.host}:{controller}" for k, (_, controller) in enumerate(ports))
-        self.nodes = [
-            EmbeddedBroker(
-                config.model_copy(update={"port": port, "controller_port": controller, "nodes": 1}),
-                state_dir=self.state_dir / f"node-{k + 1}",
+        # Combined mode: every node is a voter. With controllers of their own, those are the voters
+        # (node ids after the brokers') and a broker's loss never costs a controller election.
+        apart = [(len(ports) + j + 1, port) for j, port in enumerate(config.controller_ports())]
+        voter_ports = apart or [(k + 1, controller) for k, (_, controller) in enumerate(ports)]
+        voters = ",".join(f"{node_id}@{config.host}:{port}" for node_id, port in voter_ports)
+
+        def node(node_id: int, port: int, controller: int, roles: str, folder: str) -> EmbeddedBroker:
+            return EmbeddedBroker(
+                config.model_copy(update={"port": port, "controller_port": controller, "nodes": 1, "controllers": 0}),
+                state_dir=self.state_dir / folder,
                 cache_dir=cache_dir,
                 deploy_dir=deploy_dir,
                 progress=progress,
                 security=security,
-                role=NodeRole(k + 1, voters, None, len(ports), session_timeout_ms),
+                role=NodeRole(
+                    node_id, voters, None, len(ports), config.session_timeout_ms, config.controller_timeout_ms, roles
+                ),
             )
-            for k, (port, controller) in enumerate(ports)
-        ]
+
+        brokers = "broker" if apart else "broker,controller"
+        self.brokers = [node(k + 1, p, c, brokers, f"node-{k + 1}") for k, (p, c) in enumerate(ports)]
+        self.controllers = [node(i, c, c, "controller", f"controller-{i - len(ports)}") for i, c in apart]
+        self.nodes = self.brokers + self.controllers
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(node.bootstrap for node in self.nodes)
+        return ",".join(self.servers)
 
     @property
     def servers(self) -> list[str]:
-        return [node.bootstrap for node in self.nodes]
+        return [node.bootstrap for node in self.brokers]
 
     def node(self, node_id: int) -> EmbeddedBroker:
         return self.nodes[node_id - 1]
@@ -126,9 +140,22 @@ class EmbeddedCluster:
         node.wait_ready(max(1.0, deadline - time.monotonic()))
         self.wait_all_unfenced(max(1.0, deadline - time.monotonic()))
 
+    def active_controller(self) -> int | None:
+        """The node id of the active KRaft controller as the nodes' quorum-state files last recorded
+        it (written on every election), or None when none is known."""
+        for node in self.nodes:
+            try:
+                state = json.loads((node.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+            except (OSError, ValueError):
+                continue
+            leader = state.get("leaderId", -1) if isinstance(state, dict) else -1
+            if isinstance(leader, int) and leader >= 0:
+                return leader
+        return None
+
     def unfenced(self) -> set[int]:
         """Node ids the cluster lists as unfenced brokers (empty when no node answers)."""
-        for node in self.nodes:
+        for node in self.brokers:
             try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=node.bootstrap, client_id="vigil-cluster-probe",
@@ -147,7 +174,7 @@ class EmbeddedCluster:
 
     def wait_all_unfenced(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        wanted = {n.role.node_id for n in self.nodes}
+        wanted = {n.role.node_id for n in self.brokers}
         seen: set[int] = set()
         while time.monotonic() < deadline:
             seen = self.unfenced()
@@ -157,12 +184,13 @@ class EmbeddedCluster:
         raise BrokerError(f"the cluster lists nodes {sorted(seen)} of {sorted(wanted)} within {timeout_s:.0f}s")
 
     def status(self) -> ClusterStatus:
-        return ClusterStatus([node.status() for node in self.nodes])
+        return ClusterStatus([node.status() for node in self.nodes], [node.role.process_roles for node in self.nodes])
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """Stop every node; True if any was running."""
+        """Stop every node, brokers before controllers (a broker's controlled shutdown asks the
+        controller); True if any was running."""
         stopped = False
-        for node in reversed(self.nodes):
+        for node in [*reversed(self.brokers), *self.controllers]:
             stopped |= node.stop(timeout_s)
         return stopped
 

@@ -9,21 +9,25 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
+from vigil.broker import accepts_tcp
 from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
 from vigil.contracts import DeadLetter, KafkaRecord
 from vigil.errors import KafkaSecurityError, KafkaUnavailableError, VigilError
+from vigil.health import Health
 from vigil.logs import log_repeated
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _common(config: KafkaConfig, role: str) -> dict[str, Any]:
@@ -89,7 +93,8 @@ def transient(exc: BaseException) -> bool:
 
 class Outage:
     """Logs a Kafka outage once when it starts and once when it ends (with its length), instead of
-    once per failed call, and tells how long it has lasted."""
+    once per failed call, and tells how long it has lasted. Outages that come and go within a
+    minute are folded into a count (`vigil.logs.log_repeated`)."""
 
     def __init__(self, logger: logging.Logger, what: str) -> None:
         self._log = logger
@@ -101,12 +106,59 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
             self.count += 1
-            self._log.warning("%s: Kafka unavailable (%s: %s); %s", self._what, type(exc).__name__, exc, then)
+            log_repeated(
+                self._log, logging.WARNING, "kafka_unavailable", self._what, "%s: Kafka unavailable (%s: %s); %s",
+                self._what, type(exc).__name__, exc, then,
+            )  # fmt: skip
 
     def recovered(self) -> None:
         if self.since is not None:
-            self._log.warning("%s: Kafka answers again after %.1fs", self._what, time.monotonic() - self.since)
+            log_repeated(
+                self._log, logging.WARNING, "kafka_answers", self._what, "%s: Kafka answers again after %.1fs",
+                self._what, time.monotonic() - self.since,
+            )  # fmt: skip
             self.since = None
+
+
+def wait_for_kafka(
+    config: KafkaConfig,
+    connect: Callable[[], T],
+    stop: threading.Event,
+    *,
+    what: str,
+    health: Health | None = None,
+    retry_s: float = 1.0,
+) -> T | None:
+    """`connect()` (create the topics, open the stage's clients) as soon as Kafka answers.
+
+    A stage that starts while no broker answers waits instead of exiting: not ready meanwhile
+    (`health` part "kafka" says which servers it waits for and why), the outage logged once
+    (`Outage`). Until some bootstrap server accepts TCP nothing else is tried, so each round takes
+    about a second whatever `kafka.bootstrap_timeout_ms` is and `stop` is noticed promptly; then a
+    `connect()` that fails transiently is retried too. Returns None when `stop` is set first. A
+    permanent failure (a refused login, an untrusted certificate) raises at once: waiting cannot
+    cure it."""
+    servers = config.bootstrap()
+    outage = Outage(log, what)
+    while not stop.is_set():
+        problem: BaseException
+        if not any(accepts_tcp(host, int(port)) for host, _, port in (s.rpartition(":") for s in servers)):
+            problem = KafkaUnavailableError(f"no broker accepts connections at {','.join(servers)}")
+        else:
+            try:
+                result = connect()
+            except (KafkaError, VigilError) as exc:
+                if not transient(exc):
+                    raise
+                problem = exc
+            else:
+                outage.recovered()
+                return result
+        if health is not None:
+            health.set("kafka", False, f"waiting for Kafka at {','.join(servers)}: {problem}")
+        outage.failed(problem, "waiting for it (not ready until it answers)")
+        stop.wait(retry_s)
+    return None
 
 
 def _unavailable(config: KafkaConfig, exc: Exception) -> VigilError:
@@ -366,9 +418,10 @@ class LagProbe:
 
 
 class DeadLetterPublisher:
-    """Publishes records a stage cannot process to the dead-letter topic, counting them."""
+    """Publishes records a stage cannot process to the dead-letter topic, counting them. `producer`
+    is a KafkaProducer or anything with its `send` (e.g. `vigil.delivery.Deliveries`)."""
 
-    def __init__(self, producer: KafkaProducer, topic: str, stage: str) -> None:
+    def __init__(self, producer: Any, topic: str, stage: str) -> None:
         self._producer = producer
         self._topic = topic
         self._stage = stage
@@ -396,6 +449,7 @@ __all__ = [
     "Outage",
     "transient",
     "subscribe",
+    "wait_for_kafka",
     "KafkaError",
     "ensure_topics",
     "make_admin",

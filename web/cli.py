@@ -71,7 +71,7 @@ def web_main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vigil.health import Health
-    from vigil.kafka import ensure_topics
+    from vigil.kafka import ensure_topics, wait_for_kafka
     from vigil.metrics_server import serve_process_metrics
     from vigil.settings import resolve_config
     from vigil.signals import stop_on_signals
@@ -84,7 +84,14 @@ def web_main(args: argparse.Namespace) -> int:
     health = Health()
     metrics = serve_process_metrics(config.metrics, health, getattr(args, "metrics_port", None))
     health.set("kafka", False, "connecting")
-    ensure_topics(config.kafka, config.topics)
+    waiting = threading.Event()
+    with stop_on_signals(waiting, "giving up waiting for Kafka"):
+        ready = wait_for_kafka(
+            config.kafka, lambda: ensure_topics(config.kafka, config.topics), waiting, what="web", health=health
+        )
+    if ready is None:
+        metrics.stop()
+        return 0
     health.set("kafka", True, "topics ready")
     service = WebService(config, health).start()
     web = config.web

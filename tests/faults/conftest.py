@@ -1,5 +1,5 @@
-"""Brokers the fault tests own (so they can kill them): a plain one per test, a three-node cluster
-and a SASL_SSL broker per module. Each keeps its state, and so its pid file, under
+"""Brokers the fault tests own (so they can kill them): a plain one per test (running, or not yet
+started), a three-node cluster and a SASL_SSL broker per module. Each keeps its state, and so its pid file, under
 <repo>/.state/test-kafka/, where `.ci/run` finds a broker a crashed session left behind."""
 
 from __future__ import annotations
@@ -47,11 +47,33 @@ def own_broker(repo_root: Path) -> Iterator[EmbeddedBroker]:
         broker.stop(30)
 
 
+@pytest.fixture
+def idle_broker(repo_root: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own that is not running yet: the test starts it when it wants to
+    (its storage is formatted beforehand, so `start` costs only the JVM's start)."""
+    port, controller = free_port(), free_port()
+    state = _state(repo_root, "idle", port)
+    broker = EmbeddedBroker(
+        EmbeddedBrokerConfig(port=port, controller_port=controller, state_dir=str(state)),
+        state_dir=state,
+        progress=None,
+    )
+    broker.format()
+    try:
+        yield broker
+    finally:
+        broker.stop(30)
+
+
 @pytest.fixture(scope="module")
 def kafka_cluster(repo_root: Path) -> Iterator[EmbeddedCluster]:
+    """Three brokers and a KRaft controller of their own, the layout production clusters use: the
+    broker a test kills is never also the active controller (see docs/operations.md "Replication")."""
     port, controller = _cluster_ports(3)
     state = _state(repo_root, "cluster", port)
-    config = EmbeddedBrokerConfig(port=port, controller_port=controller, state_dir=str(state), nodes=3, heap_mb=384)
+    config = EmbeddedBrokerConfig(
+        port=port, controller_port=controller, state_dir=str(state), nodes=3, controllers=1, heap_mb=384
+    )
     cluster = EmbeddedCluster(config, state_dir=state, progress=None)
     cluster.start(300)
     try:

@@ -1,7 +1,8 @@
-"""A real three-node cluster (`vigil.cluster`, the jars `vigil broker start --nodes 3` runs):
-topics with replication 3 and min.insync.replicas 2, the leader of a frames partition SIGKILLed
-mid-run under `vigil up`: no frame ingest counted as published and no alert is lost, the pipeline
-stalls no longer than 10 s, and the killed node rejoins (back in every frames partition's ISR)."""
+"""A real three-broker cluster (`vigil.cluster`, the jars `vigil broker start --nodes 3` runs, with
+its KRaft controller apart as in production): topics with replication 3 and min.insync.replicas 2,
+the leader of a frames partition SIGKILLed mid-run under `vigil up`: no frame ingest counted as
+published and no alert is lost, no process stalls longer than 10 s, and the killed node rejoins
+(back in every frames partition's ISR)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from vigil.errors import BrokerError
 from vigil.kafka import make_admin
 
 pytestmark = [pytest.mark.broker, pytest.mark.cluster]
-# The target is 10 s. Measured 21.7-22.1 s on a two-core machine at load average 14 (three JVMs,
-# the stack and other test sessions); the assertion is loose for that, the figures are printed.
-STALL_LIMIT_S = 30.0
+# The issue's target. The stall is mostly the cluster's: kafka.embedded.session_timeout_ms until
+# the dead broker is fenced, then its leaderships moving (measured 4.4-7.5 s, four kills at load
+# 24-30 on two cores, against 21-31 s with combined nodes; docs/operations.md "Replication").
+# The figures are printed.
+STALL_LIMIT_S = 10.0
 
 
 def partitions(stack: Stack, topic: str) -> list[dict[str, object]]:
@@ -58,6 +61,8 @@ def test_leader_of_a_frames_partition_killed_mid_run(
         leader = int(next(p for p in layout if p["partition_index"] == camera)["leader_id"])  # type: ignore[call-overload]
         pid = kafka_cluster.node(leader).status().pid
         assert pid is not None
+        controller = kafka_cluster.active_controller()
+        assert controller != leader  # a controller of its own: the kill costs no controller election
         last = stack.progress()
         moved = dict.fromkeys(PROGRESS, time.monotonic())
         os.kill(pid, signal.SIGKILL)
@@ -82,11 +87,15 @@ def test_leader_of_a_frames_partition_killed_mid_run(
                     stalls[name] = max(stalls[name], now - moved[name])
                     moved[name], last[name] = now, value
             time.sleep(0.2)
-        restarter.join(timeout=240)
-        assert not errors and not restarter.is_alive(), errors
+        # The window ends with the sampling, not when the restart is done (that is not a stall).
         now = time.monotonic()
         stalls = {name: round(max(stalls[name], now - moved[name]), 2) for name in PROGRESS}
-        print(f"killed node {leader} (leader of {frames_topic}/{camera}); longest stall per process: {stalls}")
+        restarter.join(timeout=240)
+        assert not errors and not restarter.is_alive(), errors
+        print(
+            f"killed node {leader} (leader of {frames_topic}/{camera}; controller: node {controller}); "
+            f"longest stall per process: {stalls} (load average {os.getloadavg()[0]:.1f})"
+        )
         assert max(stalls.values()) <= STALL_LIMIT_S, (stalls, stack.tail())
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -23,6 +23,27 @@ class EmbeddedBrokerConfig(Section):
         title="Nodes of the embedded cluster (each broker + controller); node k (from 0) listens on "
         "port + 2k and controller_port + 2k",
     )
+    controllers: int = Field(
+        0,
+        ge=0,
+        le=5,
+        title="With nodes > 1: KRaft controllers of their own (0: every node is broker and controller); controller "
+        "j (from 0) listens on controller_port + 2j, the nodes then are brokers only, on port + 2k",
+    )
+    session_timeout_ms: int = Field(
+        3000,
+        ge=1000,
+        le=60_000,
+        title="With nodes > 1: how long the cluster waits for a node that stopped heartbeating before fencing it "
+        "and moving its partition leaderships, ms (broker.session.timeout.ms; nodes heartbeat every eighth of it)",
+    )
+    controller_timeout_ms: int = Field(
+        1000,
+        ge=200,
+        le=30_000,
+        title="With nodes > 1: how long the controller quorum waits for a silent active controller before electing "
+        "another, ms (controller.quorum.fetch.timeout.ms; elections time out, and back off, within half of it)",
+    )
 
     @model_validator(mode="after")
     def _ports_differ(self) -> EmbeddedBrokerConfig:
@@ -30,25 +51,37 @@ class EmbeddedBrokerConfig(Section):
             raise FieldError("controller_port", "port and controller_port must differ")
         return self
 
-    @field_validator("nodes")
-    @classmethod
-    def _node_ports_fit(cls, nodes: int, info: ValidationInfo) -> int:
-        port, controller = info.data.get("port"), info.data.get("controller_port")
-        if port is None or controller is None or port == controller:
-            return nodes  # equal ports: `_ports_differ` names the problem
-        clients, controllers = set(range(port, port + 2 * nodes, 2)), set(range(controller, controller + 2 * nodes, 2))
+    @model_validator(mode="after")
+    def _node_ports_fit(self) -> EmbeddedBrokerConfig:
+        if self.port == self.controller_port:
+            return self  # `_ports_differ` names the problem
+        voters = self.controllers or self.nodes
+        clients = set(range(self.port, self.port + 2 * self.nodes, 2))
+        controllers = set(range(self.controller_port, self.controller_port + 2 * voters, 2))
         if clients & controllers:
-            raise ValueError(
-                f"{nodes} nodes on ports {port} + 2k and controller ports {controller} + 2k overlap; "
-                "choose ports an odd distance apart (e.g. 9092 and 9093)"
+            raise FieldError(
+                "nodes",
+                f"{self.nodes} nodes on ports {self.port} + 2k and controller ports {self.controller_port} + 2k "
+                "overlap; choose ports an odd distance apart (e.g. 9092 and 9093)",
             )
         if max(clients | controllers) > 65535:
-            raise ValueError(f"{nodes} nodes from port {max(port, controller)} run past 65535")
-        return nodes
+            raise FieldError(
+                "nodes", f"{self.nodes} nodes from port {min(self.port, self.controller_port)} run past 65535"
+            )
+        if self.controllers and self.nodes == 1:
+            raise FieldError(
+                "controllers", "controllers of their own need nodes > 1 (a node alone is its own controller)"
+            )
+        return self
 
     def node_ports(self) -> list[tuple[int, int]]:
-        """(client port, controller port) of each node."""
+        """(client port, controller port) of each node; with `controllers`, the nodes are brokers
+        only and the controller port is not listened on."""
         return [(self.port + 2 * k, self.controller_port + 2 * k) for k in range(self.nodes)]
+
+    def controller_ports(self) -> list[int]:
+        """The controller port of each controller of its own (none in combined mode)."""
+        return [self.controller_port + 2 * j for j in range(self.controllers)]
 
 
 class ProducerConfig(Section):
