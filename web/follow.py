@@ -25,7 +25,7 @@ from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, DeadLetter, DetectionsRecord, FrameMeta
 from vigil.errors import ContractError, VigilError
 from vigil.health import Health
-from vigil.kafka import DeadLetterPublisher, KafkaError, make_consumer, make_producer
+from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, transient
 from vigil.status import StatusRecord
 from web.live import LiveState
 from web.store import AlertStore
@@ -37,6 +37,29 @@ RETENTION_EVERY_S = 600.0
 
 def keep_from_ns(config: VigilConfig, now_ns: int | None = None) -> int:
     return (time.time_ns() if now_ns is None else now_ns) - int(config.web.keep_days * 86_400 * NS)
+
+
+# How long a follower waits before reconnecting after a transient Kafka failure.
+_RETRY_S = 1.0
+
+
+def ride_out_outages(
+    what: str, stop: threading.Event, follow: Callable[[Outage], None], unhealthy: Callable[[str], None]
+) -> None:
+    """Runs `follow` again after a transient Kafka failure (the broker away, a request timed out), until
+    `stop`: the web service stays up through an outage, not ready, and resumes from the committed offsets
+    (rows are upserts, so records read twice change nothing). Anything else ends it."""
+    outage = Outage(log, what)
+    while not stop.is_set():
+        try:
+            follow(outage)
+            return
+        except (KafkaError, VigilError) as exc:
+            if not transient(exc):
+                raise
+            outage.failed(exc, "following again once it answers")
+            unhealthy(f"waiting for Kafka: {type(exc).__name__}: {exc}")
+            stop.wait(_RETRY_S)
 
 
 class AlertFollower:
@@ -61,6 +84,9 @@ class AlertFollower:
             self.health.set("alerts-consumer", ok, detail)
 
     def run(self) -> None:
+        ride_out_outages("web: alerts consumer", self.stop, self._follow, lambda why: self._health(False, why))
+
+    def _follow(self, outage: Outage) -> None:
         topic = self.config.topics.alerts.name
         # Large polls: one SQLite transaction and one commit per batch carry the store's ingest rate.
         consumer = make_consumer(
@@ -80,6 +106,7 @@ class AlertFollower:
                 batch = consumer.poll(timeout_ms=500)
                 if batch:
                     self.handle(consumer, batch, dead)
+                outage.recovered()
         except KafkaError as exc:
             self._health(False, f"alerts consumer stopped: {type(exc).__name__}: {exc}")
             raise
@@ -151,6 +178,13 @@ class LiveFollower:
             consumer.seek(tp, found.offset if found is not None else ends[tp])
 
     def run(self) -> None:
+        def unhealthy(why: str) -> None:
+            if self.health is not None:
+                self.health.set("live-consumer", False, why)
+
+        ride_out_outages("web: live consumer", self.stop, self._follow, unhealthy)
+
+    def _follow(self, outage: Outage) -> None:
         consumer = make_consumer(self.config.kafka, "web-live", None, max_partition_fetch_bytes=2 * 1024 * 1024)
         topics = self.config.topics
         handlers: dict[str, Callable[[Any], None]] = {
@@ -163,6 +197,7 @@ class LiveFollower:
             self._assign(consumer)
             if self.health is not None:
                 self.health.set("live-consumer", True, "following frames, detections, status")
+            outage.recovered()
             while not self.stop.is_set():
                 for tp, records in consumer.poll(timeout_ms=500).items():
                     handle = handlers[tp.topic]
