@@ -152,6 +152,11 @@ class Stack:
     def tail(self, lines: int = 60) -> str:
         return "".join(self.log[-lines:])
 
+    def around(self, text: str, lines: int = 40) -> str:
+        """The log lines of every process before the first line holding `text` (why it happened), else the tail."""
+        at = next((i for i, line in enumerate(self.log) if text in line), None)
+        return self.tail(lines) if at is None else "".join(self.log[max(0, at - lines) : at + 3])
+
     def services(self) -> dict[str, dict[str, Any]]:
         state = self.cwd / ".state" / "up.json"
         if not state.exists():
