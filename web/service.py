@@ -24,7 +24,7 @@ from vigil.draw import Polygon, annotate_alert
 from vigil.errors import VigilError
 from vigil.health import Health
 from vigil.heartbeat import Heartbeat
-from vigil.kafka import LagProbe, make_producer
+from vigil.kafka import KafkaError, LagProbe, make_producer, transient
 from web.auth import Authenticator
 from web.events import EventHub
 from web.follow import AlertFollower, LiveFollower
@@ -165,8 +165,10 @@ class WebService:
             self._heartbeat.stop()
             self._heartbeat = None
         if self._producer is not None:
-            self._producer.flush(timeout=5)
-            self._producer.close(timeout=5)
+            try:
+                self._producer.close(timeout=5)  # flushes first
+            except KafkaError as exc:  # stopping during an outage: the last heartbeats are not worth more
+                log.warning("web: last status records not sent (%s)", exc)
             self._producer = None
         self.reader.close()
         self.store.close()
@@ -182,7 +184,14 @@ class WebService:
                 self.live.tick()
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + 5.0
-                    self.lags = self._lags(probe)
+                    try:
+                        self.lags = self._lags(probe)
+                    except (KafkaError, VigilError) as exc:
+                        if not transient(exc):
+                            raise
+                        # Kafka away: lags are unknown until it answers (the followers say so in /readyz).
+                        self.lags = dict.fromkeys(self.lags)
+                        probe.close()
         finally:
             probe.close()
 
