@@ -261,6 +261,10 @@ class EndpointDeliverer:
                         if tp not in consumer.assignment():
                             break  # revoked while retrying: the new owner redelivers (same webhook-id)
                         if not self._commit(consumer, tp, record.offset + 1):
+                            # The rest of this partition's batch is not handled: poll it again (the
+                            # consumer's position is already past it). This record was delivered; the
+                            # next commit covers it.
+                            consumer.seek(tp, record.offset + 1)
                             break
         finally:
             try:
@@ -271,8 +275,9 @@ class EndpointDeliverer:
                 consumer.close(autocommit=False)
 
     def _commit(self, consumer: Any, tp: Any, offset: int) -> bool:
-        """Commit one settled record. A commit refused after a rebalance is not fatal: the record
-        is redelivered (with the same webhook-id) by whoever owns the partition now."""
+        """Commit one settled record. A refused commit is not fatal: after a rebalance whoever owns
+        the partition now redelivers the record (with the same webhook-id); during an outage the
+        caller polls the rest of the batch again and a later commit covers this one."""
         try:
             consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
         except KafkaError as exc:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from alerts_helpers import alert
@@ -423,3 +424,43 @@ def test_deliverer_health_follows_its_thread(vigil_config: VigilConfig, alerts_r
         worker.run()
     status = webhook_status()
     assert status is not None and status[0] is False and "exited" in status[1]
+
+
+class _CommitFailsOnce(EndpointDeliverer):
+    """A deliverer whose first commit is refused as during a broker outage (the broker itself is up, so
+    the rest of the run is real)."""
+
+    refused = 0
+
+    def _commit(self, consumer: Any, tp: Any, offset: int) -> bool:
+        if not self.refused:
+            self.refused += 1
+            return False
+        return super()._commit(consumer, tp, offset)
+
+
+@pytest.mark.broker
+def test_a_refused_commit_does_not_skip_the_rest_of_the_batch(
+    vigil_config: VigilConfig, alerts_receiver: Receiver
+) -> None:
+    """The records polled after one whose commit was refused are polled again, not skipped: the consumer's
+    position is already past them, and the next record's commit would cover them for good."""
+    alerts_receiver.start()
+    config = hook_config(vigil_config, alerts_receiver)
+    ensure_topics(config.kafka, config.topics)
+    publish(config, [alert(n).to_bytes() for n in (1, 2, 3)])  # one poll's batch
+    stop = threading.Event()
+    worker = _CommitFailsOnce(config, config.alerts.webhooks[0], stop)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        acked = alerts_receiver.wait_for(3, 30)
+        deadline = time.monotonic() + 20
+        while committed(config) != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert worker.refused == 1
+    assert acked == ["al_0001.started", "al_0002.started", "al_0003.started"]
+    assert worker.delivered == 3 and committed(config) == 3
