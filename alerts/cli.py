@@ -7,20 +7,18 @@ import base64
 import logging
 import secrets
 import threading
-from collections.abc import Callable
 
 from kafka import KafkaProducer
 
 from alerts.aggregator import Aggregator
 from alerts.webhooks import EndpointDeliverer
 from vigil.config import VigilConfig
-from vigil.errors import VigilError
 from vigil.health import Health
 from vigil.heartbeat import Heartbeat
 from vigil.kafka import ensure_topics, make_producer, wait_for_kafka
 from vigil.metrics_server import serve_process_metrics
 from vigil.settings import resolve_config
-from vigil.signals import stop_on_signals
+from vigil.signals import guarded, stop_on_signals
 
 log = logging.getLogger("alerts")
 
@@ -28,27 +26,6 @@ log = logging.getLogger("alerts")
 def new_secret(nbytes: int = 32) -> str:
     """A Standard Webhooks signing secret: 'whsec_' + base64 of `nbytes` random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(nbytes)).decode()
-
-
-def _guard(name: str, target: Callable[[], None], stop: threading.Event, failures: list[str]) -> Callable[[], None]:
-    def run() -> None:
-        finished = False
-        try:
-            target()
-            finished = True
-        except VigilError as exc:
-            finished = True
-            failures.append(f"{name}: {exc}")
-            log.error("%s stopped: %s", name, exc)
-        finally:
-            if not finished:
-                # Any other exception (its traceback is printed as it propagates): a part of the
-                # process is gone, so the whole of it stops and its supervisor restarts it,
-                # rather than running on with an endpoint nobody delivers to.
-                failures.append(f"{name}: crashed")
-            stop.set()
-
-    return run
 
 
 def _connect(config: VigilConfig) -> KafkaProducer:
@@ -82,7 +59,7 @@ def alerts_main(args: argparse.Namespace) -> int:
         deliverers.append(deliverer)
         threads.append(
             threading.Thread(
-                target=_guard(f"webhook {hook.name}", deliverer.run, stop, failures),
+                target=guarded(f"webhook {hook.name}", deliverer.run, stop, failures, log),
                 name=f"webhook-{hook.name}",
                 daemon=True,
             )
@@ -100,7 +77,7 @@ def alerts_main(args: argparse.Namespace) -> int:
 
     heartbeat = Heartbeat(status_producer, config.topics.status.name, "alerts", health, totals=totals).start()
     with stop_on_signals(stop, "publishing and committing the current batch"):
-        _guard("aggregator", aggregator.run, stop, failures)()
+        guarded("aggregator", aggregator.run, stop, failures, log)()
     stop.set()
     for thread in threads:
         thread.join(timeout=15)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+from vigil.errors import VigilError
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +32,28 @@ def stop_on_signals(stop: threading.Event, finishing: str = "finishing current w
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def guarded(
+    name: str, target: Callable[[], None], stop: threading.Event, failures: list[str], logger: logging.Logger
+) -> Callable[[], None]:
+    """`target` wrapped for a part of a process (a thread, or the main loop): when it ends, for any reason,
+    `stop` is set, so the whole process stops and its supervisor restarts it rather than running on
+    without that part. A `VigilError` is logged and recorded in `failures` by name; any other exception
+    (its traceback printed as it propagates) is recorded as `<name>: crashed`."""
+
+    def run() -> None:
+        finished = False
+        try:
+            target()
+            finished = True
+        except VigilError as exc:
+            finished = True
+            failures.append(f"{name}: {exc}")
+            logger.error("%s stopped: %s", name, exc)
+        finally:
+            if not finished:
+                failures.append(f"{name}: crashed")
+            stop.set()
+
+    return run

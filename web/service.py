@@ -25,6 +25,7 @@ from vigil.errors import VigilError
 from vigil.health import Health
 from vigil.heartbeat import Heartbeat
 from vigil.kafka import KafkaError, LagProbe, make_producer, transient
+from vigil.signals import guarded
 from web.auth import Authenticator
 from web.events import EventHub
 from web.follow import AlertFollower, LiveFollower
@@ -130,28 +131,12 @@ class WebService:
         self._heartbeat.start()
         live = LiveFollower(self.config, self.live, self.stop_event, self.health)
         for name, target in (("web-alerts", self.alerts.run), ("web-live", live.run), ("web-tick", self._tick)):
-            thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
+            thread = threading.Thread(
+                target=guarded(name, target, self.stop_event, self.failures, log), name=name, daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         return self
-
-    def _guard(self, name: str, target: Any) -> Any:
-        def run() -> None:
-            finished = False
-            try:
-                target()
-                finished = True
-            except VigilError as exc:
-                finished = True
-                self.failures.append(f"{name}: {exc}")
-                log.error("%s stopped: %s", name, exc)
-            finally:
-                if not finished:
-                    self.failures.append(f"{name}: crashed")
-                if not self.stop_event.is_set():
-                    self.stop_event.set()  # a part is gone: stop, for the supervisor to restart us
-
-        return run
 
     def _totals(self) -> dict[str, float]:
         return {"alerts_stored": float(self.alerts.stored), "frames": float(self.live.frames_seen),
