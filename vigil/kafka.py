@@ -24,6 +24,7 @@ from vigil.config import KafkaConfig, TopicConfig, TopicsConfig
 from vigil.contracts import DeadLetter, KafkaRecord
 from vigil.errors import KafkaSecurityError, KafkaUnavailableError, VigilError
 from vigil.health import Health
+from vigil.kafka_fetch import keep_fetch_sessions_whole
 from vigil.logs import log_repeated
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ def make_consumer(
         consumer = KafkaConsumer(**options)
     except KafkaTimeoutError as exc:
         raise _unavailable(config, exc) from exc
+    keep_fetch_sessions_whole(consumer)
     if topics:
         subscribe(consumer, topics)
     return consumer
