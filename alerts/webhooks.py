@@ -279,7 +279,7 @@ class EndpointDeliverer:
     def _commit_settled(self, consumer: Any, wait: bool = False) -> None:
         """Commit every record settled since the last commit, in one request that is not waited for.
 
-        A synchronous commit per record cost ~11 ms here (`bench/bench_alerts.py`), and a burst of alerts
+        A synchronous commit per record cost ~11 ms here (`bench/bench_kafka.py`), and a burst of alerts
         queued behind those commits, not behind HTTP. A commit that fails (an outage, a rebalance) is sent
         again before the next poll unless a later one covered it; until one succeeds a restart redelivers
         those records, with the same webhook-id. Partitions revoked meanwhile are not committed: their new

@@ -7,6 +7,13 @@ TCP copy of the same bytes (the ceiling any broker round trip on this machine st
 Without --bootstrap it starts the embedded broker (EmbeddedBroker) on spare ports and reports its
 start time and memory.
 
+Then latency: produce -> poll of small records on one busy partition of four, the consumer polling every 5 ms
+(the detect worker's loop while a batch infers), with kafka-python as it is against vigil's consumer, which
+works around kafka-python 3.0 forgetting a busy partition from its fetch session (vigil/kafka_fetch.py); and
+what a synchronous commit costs (the webhook deliverer used to commit each record so).
+
+Ends with one JSON line: {"bench": "kafka", "round_trip_mb_s", "vs_defaults", "latency_p99_ms", ...}.
+
     .venv/bin/python bench/bench_kafka.py                      # embedded broker
     .venv/bin/python bench/bench_kafka.py --bootstrap 127.0.0.1:19092 --records 2000
 """
@@ -14,6 +21,7 @@ start time and memory.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -26,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from vigil.broker import EmbeddedBroker
 from vigil.config import EmbeddedBrokerConfig, KafkaConfig, TopicConfig
@@ -122,6 +132,91 @@ def produce_consume(
     if got < total:
         raise SystemExit(f"{name}: consumed only {got} of {total} records within 180s")
     return Run(name, produce_s, consume_s, total, len(payloads[0]))
+
+
+def poll_latency_ms(consumer: KafkaConsumer, producer: KafkaProducer, topic: str, records: int) -> np.ndarray:
+    """Send `records` timestamps, 25 a second, to one partition; milliseconds until a 5 ms poll loop has each."""
+    seen: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=5)
+            now = time.time_ns()
+            seen.extend((now - int(r.value)) / 1e6 for batch in polled.values() for r in batch)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        while not consumer.assignment():
+            time.sleep(0.05)
+        time.sleep(1.0)
+        for _ in range(records):
+            producer.send(topic, key=b"cam0", value=str(time.time_ns()).encode())
+            time.sleep(0.04)
+        deadline = time.monotonic() + 15
+        while len(seen) < records and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    return np.asarray(seen)
+
+
+def latency(config: KafkaConfig, bootstrap: str, rounds: int, records: int = 100) -> dict[str, Any]:
+    """kafka-python as it is against vigil's consumer, interleaved rounds, the best p99 of each kept."""
+    producer = make_producer(config, "bench")
+    best: dict[str, np.ndarray] = {}
+    topics = []
+    for _ in range(rounds):
+        for name in ("kafka-python as it is", "vigil consumer"):
+            topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
+            topics.append(topic)
+            ensure_topics(config, [TopicConfig(name=topic, partitions=4)])
+            if name == "vigil consumer":
+                consumer = make_consumer(config, "bench", f"{topic}-group", [topic])
+            else:
+                consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-group")
+            try:
+                ms = poll_latency_ms(consumer, producer, topic, records)
+            finally:
+                consumer.close()
+            if name not in best or np.percentile(ms, 99) < np.percentile(best[name], 99):
+                best[name] = ms
+    # One synchronous commit per record, as the webhook deliverer did.
+    topic = topics[-1]
+    consumer = make_consumer(config, "bench", f"{topic}-commits", [topic])
+    commits = []
+    try:
+        while not consumer.assignment():
+            consumer.poll(timeout_ms=100)
+        tp = TopicPartition(topic, next(iter(consumer.assignment())).partition)
+        for offset in range(1, 31):
+            started = time.perf_counter()
+            consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+            commits.append((time.perf_counter() - started) * 1000)
+    finally:
+        consumer.close()
+        producer.close()
+    admin = make_admin(config)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+    print()
+    print(f"produce -> poll, one busy partition of 4, 5 ms polls, {records} records at 25/s (best p99 of {rounds})")
+    base = np.percentile(best["kafka-python as it is"], 99)
+    for name, ms in best.items():
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        print(f"  {name:<24} p50 {p50:6.1f} ms  p90 {p90:6.1f} ms  p99 {p99:6.1f} ms  "
+              f"= {base / p99:.1f}x lower p99 than as it is")  # fmt: skip
+    print(f"synchronous commit: p50 {np.median(commits):.1f} ms, max {max(commits):.1f} ms")
+    vigil = best["vigil consumer"]
+    return {"latency_p50_ms": round(float(np.median(vigil)), 1),
+            "latency_p99_ms": round(float(np.percentile(vigil, 99)), 1),
+            "latency_p99_ms_kafka_python_as_is": round(float(base), 1),
+            "latency_p99_vs_as_is": round(float(base / np.percentile(vigil, 99)), 2),
+            "sync_commit_p50_ms": round(float(np.median(commits)), 1)}  # fmt: skip
 
 
 def main() -> int:
@@ -220,6 +315,13 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
     if broker is not None:
         status: Any = broker.status()
         print(f"broker RSS after the benchmark: {status.rss_mb:.0f} MB")
+    vigil = best["vigil settings"]
+    figures: dict[str, Any] = {"bench": "kafka", "record_bytes": args.size, "records": args.records,
+                               "round_trip_mb_s": round(vigil.rate(vigil.round_trip_s)[0], 1),
+                               "vs_defaults": round(base.round_trip_s / vigil.round_trip_s, 3),
+                               "vs_loopback": round(loop_s / vigil.round_trip_s, 4)}  # fmt: skip
+    figures |= latency(config, bootstrap, args.rounds)
+    print(json.dumps(figures))
     return 0
 
 

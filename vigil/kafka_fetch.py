@@ -6,7 +6,7 @@ asked for one at the start of `poll()`), P is left out of that request because i
 buffered, and the incremental fetch session (KIP-227) *forgets* P. The broker then holds that request for up
 to `fetch_max_wait_ms` (500 ms by default) waiting for data on the other partitions, and P's new records wait
 with it: measured here with 4 partitions, one busy, and a poll loop of 5 ms, produce -> consume was p50 12 ms
-but p90 267 ms and p99 461 ms (`bench/bench_kafka.py --fetch-latency`). A frame crossed three such hops on
+but p90 267 ms and p99 461 ms (`bench/bench_kafka.py`, latency part). A frame crossed three such hops on
 its way to a webhook (frames, detections, alerts).
 
 The fix keeps the session whole: while any of a broker's partitions still has buffered records, no fetch is

@@ -52,6 +52,13 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ended(self) -> bool:
+        """Finished, or ingest exited 0 and the supervisor has not seen it yet (the progress line may come
+        first: it said 'ingest not answering' for a tick after the recordings ended)."""
+        exited_ok = self.process is not None and self.process.poll() == 0
+        return self.finished or (self.name == "ingest" and exited_ok)
+
 
 def runs_web(config: VigilConfig) -> bool:
     """The review service runs when enabled and its extra (fastapi, uvicorn, av) is installed."""
@@ -211,8 +218,8 @@ def print_progress(
     progress: Progress, services: list[Service], samples: dict[str, Sample], lags: dict[str, int | None], t: float
 ) -> None:
     """Readiness changes (a line each), then the progress line (see vigil.progress)."""
-    down = [s.name for s in services if not s.finished and (s.process is None or s.process.poll() is not None)]
-    ended = any(s.name == "ingest" for s in services) and all(s.finished for s in services if s.name == "ingest")
+    down = [s.name for s in services if not s.ended and (s.process is None or s.process.poll() is not None)]
+    ended = any(s.name == "ingest" for s in services) and all(s.ended for s in services if s.name == "ingest")
     for change in progress.changes(samples):
         print(f"[{t:6.1f}s] {change}", file=sys.stderr)
     print(f"[{t:6.1f}s] {progress.line(samples, lags, down, ingest_finished=ended)}", file=sys.stderr)

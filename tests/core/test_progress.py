@@ -112,3 +112,20 @@ def test_status_report_lists_every_part_in_its_words() -> None:
         "            ok  kafka: producer connected",
         "            vigil_ingest_reconnects_total 31",
     ]
+
+
+def test_an_ingest_that_exited_zero_has_ended_before_the_supervisor_sees_it() -> None:
+    """The progress line can come before the supervisor reaps ingest: it must say the recordings ended,
+    not 'ingest not answering' for a tick."""
+    import subprocess
+    import sys
+
+    from vigil.up import Service
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    failed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    done.wait(), failed.wait()
+    assert Service("ingest", [], 0, process=done).ended
+    assert not Service("ingest", [], 0, process=failed).ended  # a crash is not an end: it is restarted
+    assert not Service("detect-1", [], 0, process=done).ended  # only ingest ends by itself
+    assert Service("detect-1", [], 0, finished=True).ended
