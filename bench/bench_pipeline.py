@@ -186,19 +186,25 @@ class Bench:
 
 def spread_ids(count: int, partitions: int) -> list[str]:
     """Camera ids that kafka-python's default partitioner puts on different partitions (while there are
-    enough), so that several workers share the cameras."""
+    enough), taken in bit-reversed partition order (0, 2, 1, 3 of 4): the range assignor gives each of W
+    workers a contiguous block of partitions, so the first cameras land on different workers."""
     from kafka.partitioner.default import murmur2
 
-    ids: list[str] = []
-    used: set[int] = set()
+    bits = max(1, (partitions - 1).bit_length())
+    order = sorted(range(partitions), key=lambda p: int(format(p, f"0{bits}b")[::-1], 2))
+    by_partition: dict[int, list[str]] = {}
     for n in range(10_000):
         name = f"cam{n}"
-        partition = (murmur2(name.encode()) & 0x7FFFFFFF) % partitions
-        if partition not in used or len(used) == partitions:
-            ids.append(name)
-            used.add(partition)
-        if len(ids) == count:
+        by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, []).append(name)
+        if all(len(by_partition.get(p, [])) * partitions >= count for p in order):
             break
+    ids: list[str] = []
+    depth = 0
+    while len(ids) < count:
+        ids += [by_partition[p][depth] for p in order if len(ids) < count and depth < len(by_partition[p])][
+            : count - len(ids)
+        ]
+        depth += 1
     return ids
 
 

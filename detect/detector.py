@@ -19,7 +19,7 @@ import onnxruntime as ort
 from detect.decoders import UltralyticsDecoder, YoloxDecoder, make_decoder
 from detect.nms import batched_nms
 from detect.preprocess import Letterbox, LetterboxPreprocessor, PreparedBatch
-from detect.runtime import RuntimeOptions, create_session, make_runner
+from detect.runtime import RuntimeOptions, create_session, make_runner, resolve_layout
 from models import ModelManifest, Registry
 from models.onnx_errors import ORT_ERRORS
 from vigil.config import DetectConfig
@@ -59,8 +59,13 @@ class Detector:
         self.preprocessor = LetterboxPreprocessor(
             manifest.input_size, manifest.channel_order, manifest.scale, manifest.letterbox, manifest.pad_value
         )
-        self.options = options or RuntimeOptions()
+        # The layout the session was built with (lanes and threads made concrete for its provider).
+        self.options = resolve_layout(options or RuntimeOptions(), session.get_providers()[0])
         self.runner = make_runner(session, self.options)
+        # Lanes > 1: a batch's frames run side by side on these threads, on the one session (ONNX Runtime
+        # allows concurrent runs); its threads start with the first batch that uses them.
+        self.lanes = self.options.lanes
+        self._lane_pool = ThreadPoolExecutor(self.lanes, "detect-lane") if self.lanes > 1 else None
         # JPEG frames at least twice the letterboxed input are decoded at 1/2, 1/4 or 1/8 in the DCT domain.
         self.reduced_decode = reduced_decode
         model_input = session.get_inputs()[0]
@@ -146,6 +151,7 @@ class Detector:
                 config.precision,
                 config.io_binding,
                 config.device_id,
+                config.lanes,
             ),
             reduced_decode=config.reduced_decode,
         )
@@ -169,16 +175,25 @@ class Detector:
         return reduction_for(ImageInfo("jpeg", width, height), box.new_w, box.new_h)
 
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded)."""
+        """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded); with
+        several lanes the batch is split into runs that go side by side, one per lane at a time."""
+        n = tensor.shape[0]
         if self.fixed_batch is None:
-            return self.runner(tensor)
-        n, size = tensor.shape[0], self.fixed_batch
-        outputs = []
-        for start in range(0, n, size):
-            chunk = tensor[start : start + size]
-            if chunk.shape[0] < size:
-                chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self.runner(chunk))
+            if self._lane_pool is None or n == 1:
+                return self.runner(tensor)
+            chunks = np.array_split(tensor, min(self.lanes, n))
+        else:
+            size = self.fixed_batch
+            chunks = []
+            for start in range(0, n, size):
+                chunk = tensor[start : start + size]
+                if chunk.shape[0] < size:
+                    chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
+                chunks.append(chunk)
+        if self._lane_pool is None or len(chunks) == 1:
+            outputs = [self.runner(chunk) for chunk in chunks]
+        else:
+            outputs = list(self._lane_pool.map(self.runner, chunks))
         return np.concatenate(outputs)[:n]
 
     def postprocess(self, output: npt.NDArray[np.float32], prepared: PreparedBatch) -> list[Detections]:

@@ -276,10 +276,11 @@ def test_every_container_has_requests_and_limits() -> None:
 
 
 def test_detect_threads_fit_the_cpu_limit() -> None:
-    threads = k8s_config().detect.intra_op_threads
+    detect = k8s_config().detect
     [container] = k8s_object("Deployment", "vigil-detect")["spec"]["template"]["spec"]["containers"]
-    # 0 would mean one thread per *node* core, far beyond the pod's share.
-    assert 1 <= threads <= cpu_cores(container["resources"]["limits"]["cpu"])
+    # 0 would mean one lane (or thread) per *node* core, far beyond the pod's share.
+    assert detect.lanes >= 1 and detect.intra_op_threads >= 1
+    assert detect.lanes * detect.intra_op_threads <= cpu_cores(container["resources"]["limits"]["cpu"])
 
 
 def test_k8s_commands_parse_and_read_the_mounted_config() -> None:

@@ -5,6 +5,7 @@ per-frame letterbox, still-frame planning, the new record fields, and the crc32c
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -16,8 +17,10 @@ from detect.runtime import (
     SPIN_ENTRIES,
     RuntimeOptions,
     create_session,
+    host_cores,
     make_runner,
     provider_options,
+    resolve_layout,
     uses_io_binding,
     wants_fp16_graph,
 )
@@ -56,9 +59,34 @@ def test_spin_wait_reaches_the_session_options(mode: str) -> None:
 def test_config_carries_runtime_options_to_the_detector(tmp_path: object) -> None:
     config = VigilConfig.model_validate({"detect": {"spin_wait": "during_run", "intra_op_threads": 1}})
     detector = Detector.from_config(config.detect)
-    assert detector.options == RuntimeOptions(("auto",), 1, "during_run", "fp32", "auto", 0)
+    lanes = host_cores()  # detect.lanes 0: one per core on the CPU
+    assert detector.options == RuntimeOptions(("auto",), 1, "during_run", "fp32", "auto", 0, lanes)
+    assert detector.lanes == lanes
     entries = detector.session.get_session_options()
     assert entries.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_lanes_and_threads_share_the_cores() -> None:
+    cpu = RuntimeOptions()
+    assert resolve_layout(cpu, CPU, cores=8) == replace(cpu, lanes=8, intra_op_threads=1)
+    assert resolve_layout(replace(cpu, lanes=2), CPU, cores=8).intra_op_threads == 4
+    assert resolve_layout(replace(cpu, lanes=3), CPU, cores=2).intra_op_threads == 1  # never 0: ORT's "all cores"
+    assert resolve_layout(replace(cpu, intra_op_threads=2), CPU, cores=8) == replace(cpu, lanes=8, intra_op_threads=2)
+    gpu = resolve_layout(cpu, CUDA, cores=8)
+    assert gpu.lanes == 1 and gpu.intra_op_threads == 0  # one batch at a time on the device
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_lanes_give_the_boxes_of_one_run(lanes: int) -> None:
+    """A batch split into runs side by side (fixed batch-1 graph: YOLOX-Nano) gives the same outputs as one
+    lane, in frame order."""
+    config = VigilConfig.model_validate({"detect": {"lanes": lanes}})
+    detector = Detector.from_config(config.detect)
+    reference = Detector.from_config(VigilConfig.model_validate({"detect": {"lanes": 1}}).detect)
+    rng = np.random.default_rng(lanes)
+    tensor = rng.random((5, 3, *detector.manifest.input_size), np.float32)
+    assert detector.lanes == lanes
+    np.testing.assert_allclose(detector.infer(tensor), reference.infer(tensor), rtol=1e-4, atol=1e-3)
 
 
 def test_provider_and_io_binding_selection() -> None:

@@ -61,7 +61,16 @@ class DetectConfig(Section):
         min_length=1,
         title="ONNX Runtime execution providers in order of preference; auto picks the best available",
     )
-    intra_op_threads: int = Field(0, ge=0, le=256, title="ONNX Runtime intra-op threads (0: one per core)")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, title="ONNX Runtime intra-op threads of each run (0: the cores shared among the lanes)"
+    )
+    lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        title="Runs of one batch's frames at once on the CPU, each on its own thread (0: one per core on the CPU "
+        "provider, 1 on a GPU); with intra_op_threads 0 every lane gets cores / lanes threads",
+    )
     spin_wait: Literal["never", "during_run", "always"] = Field(
         "never",
         title="Busy-waiting of idle ONNX Runtime intra-op threads: never (they sleep, leaving the cores to the broker, "
