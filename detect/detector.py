@@ -174,12 +174,14 @@ class Detector:
         box = self.preprocessor.fit(width, height)
         return reduction_for(ImageInfo("jpeg", width, height), box.new_w, box.new_h)
 
-    def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def infer(self, tensor: npt.NDArray[np.float32], split: bool = True) -> npt.NDArray[np.float32]:
         """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded); with
-        several lanes the batch is split into runs that go side by side, one per lane at a time."""
+        several lanes and `split` the batch is split into runs that go side by side, one per lane at a time.
+        The detect worker runs whole batches on its lanes instead (`split=False`, one batch per lane)."""
         n = tensor.shape[0]
+        pool = self._lane_pool if split else None
         if self.fixed_batch is None:
-            if self._lane_pool is None or n == 1:
+            if pool is None or n == 1:
                 return self.runner(tensor)
             chunks = np.array_split(tensor, min(self.lanes, n))
         else:
@@ -190,10 +192,10 @@ class Detector:
                 if chunk.shape[0] < size:
                     chunk = np.concatenate([chunk, np.zeros((size - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)])
                 chunks.append(chunk)
-        if self._lane_pool is None or len(chunks) == 1:
+        if pool is None or len(chunks) == 1:
             outputs = [self.runner(chunk) for chunk in chunks]
         else:
-            outputs = list(self._lane_pool.map(self.runner, chunks))
+            outputs = list(pool.map(self.runner, chunks))
         return np.concatenate(outputs)[:n]
 
     def postprocess(self, output: npt.NDArray[np.float32], prepared: PreparedBatch) -> list[Detections]:

@@ -1,15 +1,18 @@
 """The detection function: frames topic -> batched inference -> detections topic, at least once.
 
-Loop (one consumer thread, one inference thread, a small decode pool):
+Loop (one consumer thread, one inference thread per lane, a small decode pool):
 
 1. gather up to `batch_size` records or `max_wait_ms`, polling the consumer (which also keeps the group alive);
 2. triage each record — bad headers, oversized (bytes or declared pixels), unknown camera, an image whose size
    differs from its headers or that does not decode go to the dead-letter topic, frames older than `max_age_s`
    are counted and skipped — and decode + letterbox the rest in the thread pool (`detect.decode_concurrency`
    threads, so at most that many decoded frames of at most `detect.max_pixels` exist at once);
-3. hand the tensor to the inference thread, and while it runs, gather and prepare the next batch;
+3. hand the tensor to a free lane (`detect.lanes`: one single-threaded inference per core on the CPU, each
+   its own batch), and while the lanes run, gather and prepare the next batch;
 4. decode/NMS the result, publish one `DetectionsRecord` per frame (keyed by camera), wait for every send
-   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets.
+   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets. Batches are
+   published in the order they were gathered, whichever lane ends first, so a camera's records keep their
+   order and a still frame's reference is always published before it.
 
 Rebalances: kafka-python 3 runs the rebalance listener on its IO thread, where blocking consumer calls such as
 `commit` are refused, so the listener only bumps a per-partition epoch. Records gathered under an older epoch of
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -254,62 +258,61 @@ class DetectWorker:
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
+        lanes = max(1, self.detector.lanes)  # batches inferring at once, each on its own single-threaded lane
         with (
             ThreadPoolExecutor(self.decode_threads, thread_name_prefix="detect-decode") as decode_pool,
-            ThreadPoolExecutor(1, thread_name_prefix="detect-infer") as infer_pool,
+            ThreadPoolExecutor(lanes, thread_name_prefix="detect-infer") as infer_pool,
         ):
-            inflight: Batch | None = None
+            inflight: deque[Batch] = deque()  # submitted, not yet published; published oldest first
             while not stop.is_set():
-                batch = self._gather(inflight)
+                batch = self._gather(inflight, lanes)
                 if batch is None:
-                    if inflight is not None:
-                        self._finish(inflight)
-                        inflight = None
+                    if inflight:
+                        self._finish(inflight.popleft())
                     continue
                 self._prepare(batch, decode_pool)
-                if inflight is not None:
-                    assert inflight.inference is not None
-                    inflight.inference.result()  # inference thread is free: start the next batch first
+                if len(inflight) == lanes:
+                    assert inflight[0].inference is not None
+                    inflight[0].inference.result()  # its lane is free: start the next batch first
                 batch.inference = infer_pool.submit(self._infer, batch)
-                if inflight is not None:
-                    self._finish(inflight)  # post-process + publish + commit overlap the next inference
-                inflight = batch
-            if inflight is not None:
-                self._finish(inflight)
+                inflight.append(batch)
+                # Post-process + publish + commit overlap the inferences still running; in offset order.
+                while len(inflight) > lanes or (len(inflight) > 1 and _done(inflight[0])):
+                    self._finish(inflight.popleft())
+            while inflight:
+                self._finish(inflight.popleft())
         log.info("detect worker stopped after %d batches, %d detections records", self.batches, self.published)
 
-    def _gather(self, inflight: Batch | None) -> Batch | None:
-        """Up to batch_size records. With the model idle a batch starts with what has arrived; while a batch
-        infers, gathering goes on until that batch is done (so its detections are published at once), the
-        batch is full, or max_wait_ms passed."""
+    def _gather(self, inflight: deque[Batch], lanes: int = 1) -> Batch | None:
+        """Up to batch_size records. With a lane free a batch starts with what has arrived; while every lane
+        infers, gathering goes on until the oldest batch is done (so its detections are published at once),
+        the batch is full, or max_wait_ms passed."""
         wanted = self.cfg.batch_size
         prefetch = max(wanted, self.config.kafka.consumer.max_poll_records)
         records = self._valid(self._surplus)
         self._surplus = []
         deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
 
-        def inflight_done() -> bool:
-            return inflight is None or inflight.inference is None or inflight.inference.done()
-
         while len(records) < wanted:
-            busy = not inflight_done()
-            if records and not busy:
-                break  # the model is free: start now rather than wait for companions
-            if inflight is not None and not busy:
-                break  # nothing new, the batch in flight is done: publish it
+            running = [b for b in inflight if not _done(b)]
+            if records and len(running) < lanes:
+                break  # a lane is free: start now rather than wait for companions
+            if not records and inflight and _done(inflight[0]):
+                break  # nothing new, the oldest batch is done: publish it
             remaining = deadline - time.monotonic()
             if records and remaining <= 0:
                 break
-            # Idle: a short blocking poll so `stop` is noticed. While a batch infers: until it should be done
-            # (its frames x the last per-frame time), so its end is noticed within a few ms with few polls.
-            if inflight is None:
+            # Idle: a short blocking poll so `stop` is noticed. While batches infer: until the first should be
+            # done (its frames x the last per-frame time), so its end is noticed within a few ms with few polls.
+            if not inflight:
                 timeout_ms = 200
             else:
-                due = inflight.infer_started + inflight.detected * self._frame_infer_s - time.perf_counter()
+                now = time.perf_counter()
+                due = min((b.infer_started + b.detected * self._frame_infer_s - now for b in running), default=0.0)
                 timeout_ms = max(2, min(int(max(remaining, 0) * 1000), int(due * 1000) + 1))
             asked = time.monotonic()
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=prefetch - len(records))
-            if not polled and inflight is None and time.monotonic() - asked < 0.01:
+            if not polled and not inflight and time.monotonic() - asked < 0.01:
                 # kafka-python returns at once, not after the timeout, while it has no group
                 # coordinator: wait here instead of spinning a core until it finds one.
                 time.sleep(0.1)
@@ -321,7 +324,7 @@ class DetectWorker:
                 for item in items:
                     self._fetched_ns[(item.topic, item.partition, item.offset)] = fetched
             records = self._valid(records)
-            if not polled and not records and inflight is None:
+            if not polled and not records and not inflight:
                 break
         if not records:
             return None
@@ -465,10 +468,11 @@ class DetectWorker:
         if batch.tensor is None:
             return np.empty((0,), np.float32), 0.0, 0.0
         started = batch.infer_started = time.perf_counter()
-        output = self.detector.infer(batch.tensor)
+        output = self.detector.infer(batch.tensor, split=False)  # this thread is the batch's lane
         seconds = time.perf_counter() - started
-        self._frame_infer_s = seconds / max(1, batch.detected)
-        self.inference_ms += seconds * 1000
+        with self._lock:  # lanes finish on their own threads
+            self._frame_infer_s = seconds / max(1, batch.detected)
+            self.inference_ms += seconds * 1000
         metrics.INFERENCE_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(batch.detected)
         return output, seconds, max(started - batch.prepared_at, 0.0)
@@ -552,6 +556,10 @@ class DetectWorker:
             log.warning("offset commit failed (%s); frames of this batch may be processed again", exc)
             return
         self.lag.record(self.consumer, {tp: o.offset for tp, o in offsets.items()})
+
+
+def _done(batch: Batch) -> bool:
+    return batch.inference is None or batch.inference.done()
 
 
 def _take_fairly(
