@@ -95,7 +95,9 @@ export function stream(query, handlers) {
   const open = () => {
     source = new EventSource(`/api/events${query ? `?${query}` : ""}`);
     for (const [name, handler] of Object.entries(handlers)) {
-      source.addEventListener(name, (event) => handler(JSON.parse(event.data)));
+      // `open`: the server has subscribed this client (it does so before the first byte), on every (re)connect.
+      if (name === "open") source.addEventListener("open", () => handler());
+      else source.addEventListener(name, (event) => handler(JSON.parse(event.data)));
     }
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED && !closed) {

@@ -151,6 +151,16 @@ async function loadMore() {
   }
 }
 
+async function refreshTop() {
+  const mine = generation;
+  try {
+    const page = await api(`/api/alerts?${query(filters(), { limit: PAGE })}`);
+    if (mine === generation) page.items.forEach((a) => add(a));
+  } catch {
+    // the next (re)connect or reload asks again
+  }
+}
+
 function nearEnd() {
   return more.getBoundingClientRect().top < innerHeight + 800;
 }
@@ -374,8 +384,10 @@ async function main() {
   if (params.get("reviewed")) form.elements.reviewed.value = params.get("reviewed");
   for (const name of ["camera", "rule", "label"]) fillSelect(name, [], params.get(name));
   reset();
-  // Open at once, so alerts stored while the first page loads are not missed.
+  // Open at once. Once the server has subscribed us (`open`, also after a reconnect), the first page is asked
+  // again: an alert stored after the first request's query but before the subscription is in neither.
   stream("frames=0", {
+    open: () => refreshTop(),
     alert: (a) => {
       if (cards.has(a.id)) update(a);
       else if (matches(a, filters())) {
