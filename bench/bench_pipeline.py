@@ -352,7 +352,10 @@ def bare_fps(detector: Detector, frames: list[bytes], count: int = 48) -> tuple[
 
     from vigil.imaging import decode_image
 
-    tensors = [detector.preprocess([decode_image(f)]).tensor for f in frames[:count]]
+    # The model's own (square) input: the rule of thumb is for the model as exported, not vigil's rectangular
+    # canvases (`detect.rect_input`), which the pipeline and alone figures use.
+    square = detector.preprocessor.square()
+    tensors = [square([decode_image(f)]).tensor for f in frames[:count]]
     best_wall = best_cpu = 0.0
     for session in (ort.InferenceSession(str(detector.manifest.onnx_path), providers=["CPUExecutionProvider"]),
                     detector.session):  # fmt: skip

@@ -50,6 +50,7 @@ class Detector:
         class_names: Sequence[str] | None = None,
         options: RuntimeOptions | None = None,
         reduced_decode: bool = True,
+        rect_stride: int | None = None,
     ) -> None:
         self.manifest = manifest
         self.session = session
@@ -57,8 +58,15 @@ class Detector:
         self.thresholds = thresholds
         self.class_names = tuple(class_names or manifest.class_names)
         self.preprocessor = LetterboxPreprocessor(
-            manifest.input_size, manifest.channel_order, manifest.scale, manifest.letterbox, manifest.pad_value
+            manifest.input_size,
+            manifest.channel_order,
+            manifest.scale,
+            manifest.letterbox,
+            manifest.pad_value,
+            rect_stride,
         )
+        # Rectangular canvases (`detect.rect_input`): the graph's input height and width were freed at load.
+        self.rect = rect_stride is not None
         # The layout the session was built with (lanes and threads made concrete for its provider).
         self.options = resolve_layout(options or RuntimeOptions(), session.get_providers()[0])
         self.runner = make_runner(session, self.options)
@@ -87,11 +95,14 @@ class Detector:
         verify_hash: bool = True,
         options: RuntimeOptions | None = None,
         reduced_decode: bool = True,
+        rect_input: bool = True,
     ) -> Detector:
-        """`options` (threads, spinning, precision, IOBinding) supersedes `providers` and `intra_op_threads`."""
+        """`options` (threads, spinning, precision, IOBinding) supersedes `providers` and `intra_op_threads`.
+        `rect_input`: letterbox frames to their own aspect when the manifest says the graph allows it."""
         path = Registry.check_file(manifest, verify_hash=verify_hash)
         options = options or RuntimeOptions(tuple(providers), intra_op_threads)
-        session = create_session(path, options=options)
+        rect = rect_input and manifest.rect_input
+        session = create_session(path, options=options, free_spatial=rect)
         names = tuple(class_names or manifest.class_names)
         if class_names and len(class_names) != len(manifest.class_names):
             raise ModelError(
@@ -117,7 +128,10 @@ class Detector:
         decoder = make_decoder(
             manifest.family, tuple(output.shape), len(names), manifest.input_size, manifest.strides, manifest.name
         )
-        return cls(manifest, session, decoder, thresholds, names, options, reduced_decode)
+        stride = max(manifest.strides)
+        if rect:
+            _probe_rect(session, manifest, decoder, probe_batch, stride)
+        return cls(manifest, session, decoder, thresholds, names, options, reduced_decode, stride if rect else None)
 
     @classmethod
     def from_config(
@@ -154,6 +168,7 @@ class Detector:
                 config.lanes,
             ),
             reduced_decode=config.reduced_decode,
+            rect_input=config.rect_input,
         )
 
     # ---------------------------------------------------------------------------------------- steps
@@ -174,10 +189,41 @@ class Detector:
         box = self.preprocessor.fit(width, height)
         return reduction_for(ImageInfo("jpeg", width, height), box.new_w, box.new_h)
 
-    def infer(self, tensor: npt.NDArray[np.float32], split: bool = True) -> npt.NDArray[np.float32]:
+    def infer(
+        self,
+        tensor: npt.NDArray[np.float32],
+        split: bool = True,
+        canvases: Sequence[tuple[int, int]] | None = None,
+    ) -> npt.NDArray[np.float32]:
         """One batched run, or, for a fixed-batch graph, runs of exactly that batch (the last one padded); with
         several lanes and `split` the batch is split into runs that go side by side, one per lane at a time.
-        The detect worker runs whole batches on its lanes instead (`split=False`, one batch per lane)."""
+        The detect worker runs whole batches on its lanes instead (`split=False`, one batch per lane).
+
+        `canvases` (rectangular input: each row's (H, W), `PreparedBatch.canvases`): each row runs at its own
+        canvas and the outputs are laid into the grid of the largest, so a frame's detections never depend on
+        the other frames of its batch (the tensor may be larger still; what lies outside a row's canvas is
+        never read)."""
+        if canvases is None or not self.rect:
+            return self._infer_rows(tensor, split)
+        if len(canvases) != tensor.shape[0]:
+            raise ModelError(f"{len(canvases)} canvases for a batch tensor of shape {list(tensor.shape)}")
+        largest = (max(c[0] for c in canvases), max(c[1] for c in canvases))
+        groups = sorted(set(canvases))
+        if len(groups) == 1 and groups[0] == (tensor.shape[2], tensor.shape[3]):
+            return self._infer_rows(tensor, split)
+        output: npt.NDArray[np.float32] | None = None
+        for canvas in groups:
+            rows = [i for i, c in enumerate(canvases) if c == canvas]
+            part = self._infer_rows(np.ascontiguousarray(tensor[rows, :, : canvas[0], : canvas[1]]), split)
+            if canvas != largest:
+                part = self.decoder.embed(part, canvas, largest)
+            if output is None:
+                output = np.empty((tensor.shape[0], *part.shape[1:]), np.float32)
+            output[rows] = part
+        assert output is not None
+        return output
+
+    def _infer_rows(self, tensor: npt.NDArray[np.float32], split: bool) -> npt.NDArray[np.float32]:
         n = tensor.shape[0]
         pool = self._lane_pool if split else None
         if self.fixed_batch is None:
@@ -201,7 +247,8 @@ class Detector:
     def postprocess(self, output: npt.NDArray[np.float32], prepared: PreparedBatch) -> list[Detections]:
         """Decode, class-aware NMS over the whole batch at once, then boxes back to each frame's pixels."""
         t = self.thresholds
-        candidates = self.decoder(output, t.conf)
+        # The input size the output is for: the largest canvas (`infer` lays smaller ones into its grid).
+        candidates = self.decoder(output, t.conf, self.preprocessor.canvas(prepared.boxes))
         groups = candidates.image.astype(np.int64) * len(self.class_names) + candidates.class_id
         keep = batched_nms(candidates.xyxy, candidates.confidence, groups, t.iou)
         kept_image = candidates.image[keep]
@@ -221,7 +268,7 @@ class Detector:
         if not images:
             return []
         prepared = self.preprocess(images)
-        return self.postprocess(self.infer(prepared.tensor), prepared)
+        return self.postprocess(self.infer(prepared.tensor, canvases=prepared.canvases), prepared)
 
     def stream(
         self, batches: Iterable[Sequence[bytes]], decode_threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -231,16 +278,16 @@ class Detector:
         over `max_pixels`, raise `ContractError`."""
         with ThreadPoolExecutor(decode_threads, thread_name_prefix="detect-prep") as pool:
 
-            def place(encoded: bytes, out: npt.NDArray[np.float32]) -> Letterbox:
-                info = probe_image(encoded)
-                box = self.preprocessor.fit(info.width, info.height)
+            def place(encoded: bytes, info: ImageInfo, box: Letterbox, out: npt.NDArray[np.float32]) -> Letterbox:
                 image = decode_image(encoded, max_pixels, reduce=self.reduction(info.width, info.height))
                 return self.preprocessor.place(image, out, box)
 
             def prepare(encoded: Sequence[bytes]) -> PreparedBatch:
-                tensor = self.preprocessor.tensor(len(encoded))
-                boxes = tuple(pool.map(lambda i: place(encoded[i], tensor[i]), range(len(encoded))))
-                return PreparedBatch(tensor, boxes)
+                infos = [probe_image(data) for data in encoded]
+                boxes = [self.preprocessor.fit(info.width, info.height) for info in infos]
+                tensor = self.preprocessor.tensor(len(encoded), self.preprocessor.canvas(boxes))
+                placed = pool.map(lambda i: place(encoded[i], infos[i], boxes[i], tensor[i]), range(len(encoded)))
+                return PreparedBatch(tensor, tuple(placed))
 
             with ThreadPoolExecutor(1, thread_name_prefix="detect-prefetch") as prefetch:
                 iterator = iter(batches)
@@ -250,7 +297,36 @@ class Detector:
                     prepared = pending.result()
                     following = next(iterator, None)
                     pending = prefetch.submit(prepare, following) if following is not None else None
-                    yield self.postprocess(self.infer(prepared.tensor), prepared)
+                    yield self.postprocess(self.infer(prepared.tensor, canvases=prepared.canvases), prepared)
 
     def names_of(self, detections: Detections) -> tuple[str, ...]:
         return tuple(self.class_names[i] for i in detections.class_id)
+
+
+def _probe_rect(
+    session: ort.InferenceSession,
+    manifest: ModelManifest,
+    decoder: UltralyticsDecoder | YoloxDecoder,
+    batch: int,
+    stride: int,
+) -> None:
+    """Refuse at load a manifest that claims `rect_input` for a graph that cannot run at a smaller canvas (a
+    fixed-size export computes its anchors in the graph, so its output no longer fits the decoder)."""
+    h, w = manifest.input_size
+    size = (h - stride, w) if h > stride else (h, w - stride)
+    fix = (
+        f"set rect_input: false in the manifest of {manifest.name!r} (or detect.rect_input: false), or re-export "
+        "it with a dynamic input size (`vigil models export`)"
+    )
+    try:
+        output = session.run(None, {session.get_inputs()[0].name: np.zeros((batch, 3, *size), np.float32)})[0]
+    except ORT_ERRORS as exc:
+        raise ModelError(
+            f"model {manifest.name!r} does not run at a {size[1]}x{size[0]} input: {str(exc).splitlines()[0][:200]}; "
+            f"{fix}"
+        ) from exc
+    if not decoder.accepts(tuple(output.shape), size):
+        raise ModelError(
+            f"model {manifest.name!r} at a {size[1]}x{size[0]} input gives output {list(output.shape)}, expected "
+            f"{decoder.expected_shape(size)}; {fix}"
+        )

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from models.onnx_errors import ORT_ERRORS
+from models.onnx_shapes import free_spatial_dims
 from vigil.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,9 @@ def preload_gpu_libraries() -> None:
         log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", exc)
 
 
-def fp16_model(path: Path) -> bytes:
-    """The model at `path` with its weights and arithmetic in fp16, inputs and outputs left fp32 (needs the
-    `onnx` package, which the gpu extras install)."""
+def fp16_model(source: Path | bytes) -> bytes:
+    """The model (a file or its bytes) with its weights and arithmetic in fp16, inputs and outputs left fp32
+    (needs the `onnx` package, which the gpu extras install)."""
     try:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -172,7 +173,8 @@ def fp16_model(path: Path) -> bytes:
             "detect.precision: fp16 on the CUDA provider converts the graph with the onnx package; install the "
             "gpu extra (`pip install 'vigil[gpu-cu12]'`) or set detect.precision: fp32"
         ) from exc
-    converted = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+    converted = convert_float_to_float16(proto, keep_io_types=True)
     return bytes(converted.SerializeToString())
 
 
@@ -182,9 +184,11 @@ def create_session(
     intra_op_threads: int = 0,
     available: Sequence[str] | None = None,
     options: RuntimeOptions | None = None,
+    free_spatial: bool = False,
 ) -> ort.InferenceSession:
     """Load `path` with the chosen providers; a missing or corrupt file becomes a `ModelError` with the fix.
-    `options` (when given) supersedes `providers` and `intra_op_threads`."""
+    `options` (when given) supersedes `providers` and `intra_op_threads`. `free_spatial`: the graph's input
+    height and width are made symbolic first (`models.onnx_shapes`), so it runs at rectangular sizes."""
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; check detect.model / the manifest's path")
     options = options or RuntimeOptions(tuple(providers), intra_op_threads)
@@ -192,7 +196,17 @@ def create_session(
     options = resolve_layout(options, chosen[0])
     if chosen[0] in GPU_PROVIDERS:
         preload_gpu_libraries()
-    model: str | bytes = fp16_model(path) if wants_fp16_graph(chosen, options) else str(path)
+    model: str | bytes = str(path)
+    if free_spatial:
+        try:
+            model = free_spatial_dims(path.read_bytes())
+        except ModelError as exc:
+            raise ModelError(
+                f"cannot load model {path}: {exc}; the file is corrupt or not ONNX — restore it (check `vigil "
+                "models verify`) or re-export it"
+            ) from exc
+    if wants_fp16_graph(chosen, options):
+        model = fp16_model(model if isinstance(model, bytes) else path)
     try:
         session = ort.InferenceSession(
             model,

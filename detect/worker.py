@@ -413,7 +413,9 @@ class DetectWorker:
                 )  # fmt: skip
         pre = self.detector.preprocessor
         todo = [frame for frame in accepted if frame.box is not None]
-        tensor = pre.tensor(len(todo))
+        # Still frames count too: one that loses its reference below is decoded into this same canvas.
+        canvas = pre.canvas(f.box or pre.fit(f.meta.width, f.meta.height) for f in accepted)
+        tensor = pre.tensor(len(todo), canvas)
         for slot, frame in enumerate(todo):
             frame.slot = slot
 
@@ -453,7 +455,7 @@ class DetectWorker:
                     redo.append(frame)
                 kept.append(frame)
             rows = [f.slot for f in kept if f.box is not None and f not in redo]
-            tensor = np.concatenate([tensor[rows], pre.tensor(len(redo))])
+            tensor = np.concatenate([tensor[rows], pre.tensor(len(redo), canvas)])
             for slot, frame in enumerate([f for f in kept if f.box is not None and f not in redo] + redo):
                 frame.slot = slot
             accepted = kept
@@ -468,7 +470,9 @@ class DetectWorker:
         if batch.tensor is None:
             return np.empty((0,), np.float32), 0.0, 0.0
         started = batch.infer_started = time.perf_counter()
-        output = self.detector.infer(batch.tensor, split=False)  # this thread is the batch's lane
+        sized = sorted((f for f in batch.frames if f.box is not None), key=lambda f: f.slot)
+        canvases = [(f.box.canvas_h, f.box.canvas_w) for f in sized if f.box is not None]
+        output = self.detector.infer(batch.tensor, split=False, canvases=canvases)  # this thread is the batch's lane
         seconds = time.perf_counter() - started
         with self._lock:  # lanes finish on their own threads
             self._frame_infer_s = seconds / max(1, batch.detected)
@@ -488,8 +492,11 @@ class DetectWorker:
         if batch.frames:
             started = time.perf_counter()
             detected = [f for f in batch.frames if f.box is not None]
-            prepared = PreparedBatch(output, tuple(f.box for f in detected if f.box is not None))
-            results = self.detector.postprocess(output, prepared) if detected else []
+            results: list[Detections] = []
+            if detected:
+                assert batch.tensor is not None
+                prepared = PreparedBatch(batch.tensor, tuple(f.box for f in detected if f.box is not None))
+                results = self.detector.postprocess(output, prepared)
             post_ms = (time.perf_counter() - started) * 1000
             produced = self.clock_ns()
             topic = self.config.topics.detections.name

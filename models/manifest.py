@@ -36,6 +36,11 @@ class ModelManifest(BaseModel):
     class_names: tuple[str, ...] = Field(..., min_length=1, title="Class names in output order")
     sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", title="sha256 of the ONNX file")
     dynamic_batch: bool = Field(False, title="Whether the exported graph has a dynamic batch axis")
+    rect_input: bool = Field(
+        False,
+        title="Whether the graph runs at any input height and width that are multiples of the largest stride "
+        "(fully convolutional, grids decoded outside the graph), so a frame can be letterboxed to its own aspect",
+    )
     licence: str = Field(..., min_length=1, title="Licence of the weights")
     source: str = Field(..., min_length=1, title="Where the weights come from")
 

@@ -59,7 +59,10 @@ def test_every_frame_is_scored_and_the_pipeline_loses_no_accuracy(campus_run: di
     pipeline, bare = report["pipeline"]["overall"], report["bare_model"]["overall"]
     assert pipeline["gt_boxes"] == 359  # every labelled box of the clip took part
     assert pipeline["ap50"] > 0.5  # yolox_nano finds most of these pedestrians
-    assert abs(pipeline["ap50"] - bare["ap50"]) <= 0.005, (pipeline["ap50"], bare["ap50"])
+    # The pipeline sees the frames through a JPEG round trip (quality 85), the bare model the decoded frames:
+    # it must lose nothing; it may differ a little either way (0.747 vs 0.741 here with rectangular input).
+    assert bare["ap50"] - pipeline["ap50"] <= 0.005, (pipeline["ap50"], bare["ap50"])
+    assert abs(pipeline["ap50"] - bare["ap50"]) <= 0.02, (pipeline["ap50"], bare["ap50"])
     assert abs(report["ap50_lost_by_pipeline"] - (bare["ap50"] - pipeline["ap50"])) < 1e-12
     assert 0 < pipeline["precision"] <= 1 and 0 < pipeline["recall"] <= 1
     assert report["pipeline"]["threshold"] == 0.3  # P/R/F1 at the configured threshold, not the eval's

@@ -93,6 +93,12 @@ class DetectConfig(Section):
         title="Decode JPEG frames at least twice the model input at 1/2, 1/4 or 1/8 size in the DCT domain, "
         "far cheaper than a full decode and resize; boxes stay in the frame's own pixels",
     )
+    rect_input: bool = Field(
+        True,
+        title="Letterbox each frame to its own aspect, padded only to a multiple of the model's largest stride, "
+        "instead of the square input (models whose manifest sets rect_input: YOLOX-Nano runs 640x480 frames at "
+        "416x320, 23% fewer pixels); boxes stay in the frame's own pixels",
+    )
     stationary: StationaryConfig = Field(
         default_factory=StationaryConfig, title="Still frames reuse the last detections instead of running the model"
     )

@@ -127,7 +127,7 @@ def cache_clip(detector: Any, video: Path, gt: GroundTruth) -> ClipCache:
     frames = []
     for index, image in read_frames(video, wanted):
         prepared = detector.preprocess([image])
-        output = detector.infer(prepared.tensor)
+        output = detector.infer(prepared.tensor, canvases=prepared.canvases)
         frames.append((index + 1, output, PreparedBatch(np.empty(0, np.float32), prepared.boxes), *image.shape[1::-1]))
         if len(frames) % 10 == 0 or len(frames) == len(wanted):
             sys.stderr.write(f"\r {video.name}: inferred {len(frames)}/{len(wanted)} frames   ")
