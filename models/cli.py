@@ -31,6 +31,7 @@ def list_main(args: argparse.Namespace) -> int:
         print(
             f"{m.name:<20} {m.family:<12} {m.input_size[0]}x{m.input_size[1]} {m.channel_order} "
             f"{len(m.class_names):>3} classes  batch={'dynamic' if m.dynamic_batch else 'fixed'}  "
+            f"input={'rect' if m.rect_input else 'square'}  "
             f"{m.licence:<12} [{present}] {m.onnx_path}"
         )
     return 0
