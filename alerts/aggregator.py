@@ -100,8 +100,10 @@ def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None =
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """kafka-python runs these on its IO thread, where no blocking consumer call is allowed: only
     note the assignment; the poll loop restores before it processes the first record. Nothing is
-    needed on revocation because the loop commits after every batch (and a batch that failed is
-    not committed at all: the new owner re-consumes it)."""
+    done on revocation: what was handled since the last checkpoint (at most `commit_interval_ms`)
+    is re-consumed by the new owner, which restores the claims from the alerts tail, and an alert
+    it fires again keeps its deterministic id, which the deliverers de-duplicate (a batch that
+    failed is not committed at all either)."""
 
     def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
