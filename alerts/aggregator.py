@@ -6,6 +6,12 @@ Commit protocol (what makes restarts safe):
 2. publish the resulting alert events, then `flush()` and check every send;
 3. only then commit, as explicit offsets, the detections records that were handled.
 
+Steps 2-3 run at most every `alerts.commit_interval_ms` (and on a clean stop), not after every
+poll: a synchronous commit per poll was a third of this process's CPU and an OffsetCommit
+(a write to `__consumer_offsets`) per detections batch in the broker. Sends are not held back by
+this: the producer sends each alert after its `linger_ms`; only the wait for the acknowledgement
+and the commit are deferred, so what a crash re-reads grows to at most that interval.
+
 So an alert is never lost: a failure anywhere before 3 (the engine, a send, the read-back of the
 alerts tail) stops the aggregator without committing anything of that batch, and the next owner
 re-consumes it. It is also never fired twice: on every partition assignment (start, restart,
@@ -94,8 +100,10 @@ def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None =
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """kafka-python runs these on its IO thread, where no blocking consumer call is allowed: only
     note the assignment; the poll loop restores before it processes the first record. Nothing is
-    needed on revocation because the loop commits after every batch (and a batch that failed is
-    not committed at all: the new owner re-consumes it)."""
+    done on revocation: what was handled since the last checkpoint (at most `commit_interval_ms`)
+    is re-consumed by the new owner, which restores the claims from the alerts tail, and an alert
+    it fires again keeps its deterministic id, which the deliverers de-duplicate (a batch that
+    failed is not committed at all either)."""
 
     def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
@@ -125,6 +133,8 @@ class Aggregator:
         # last poll, including records a failure left unprocessed.
         self._handled: dict[TopicPartition, int] = {}
         self._snapshots: SnapshotFetcher | None = None
+        self.commit_interval_s = config.alerts.commit_interval_ms / 1000
+        self._last_checkpoint = time.monotonic()
         self.published = 0
         self.restarts = 0  # in-place restarts after a transient Kafka failure
         self.assigned: list[Any] | None = None
@@ -211,7 +221,7 @@ class Aggregator:
                 self._handled[tp] = record.offset + 1
         for alert in self.engine.sweep(self.clock()):
             self.publish(alert)
-        if self._handled or self._pending:
+        if (self._handled or self._pending) and time.monotonic() - self._last_checkpoint >= self.commit_interval_s:
             self.checkpoint()
         metrics.OPEN_CAMERAS.set(sum(p.rules.has_open() for p in self.engine.pipelines.values()))
 
@@ -268,6 +278,7 @@ class Aggregator:
         Kafka is away this waits, re-checking `stop`, for as long as the sends have not expired."""
         if self._producer is None or self._consumer is None:
             return
+        self._last_checkpoint = time.monotonic()
         try:
             while not all(future.is_done for future in self._pending):
                 if self.stop.is_set() and self.outage.since is not None:

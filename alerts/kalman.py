@@ -29,6 +29,7 @@ MEASURE_STD = 0.03
 INITIAL_SPEED = 0.5
 SIZE_NOISE = 0.25
 _UNIT = np.array([1.0, 1.0, SIZE_NOISE, SIZE_NOISE])
+_UNIT_LIST = _UNIT.tolist()
 
 
 def to_cxcywh(xyxy: npt.ArrayLike) -> Array:
@@ -136,13 +137,68 @@ class BoxFilter:
         """OC-SORT's observation-centric re-update of filter `row`: back to its state at its last
         observation (at `seen_ns`), through virtual observations on the straight line from the box
         seen then to `box` at each missed frame's capture time, then predicted to `t_ns`, where the
-        caller's `update` applies `box` itself."""
-        self.x[row] = self.seen_x[row]
-        rows = np.array([row], np.intp)
-        start, end = self.seen[row], np.asarray(box, np.float64).reshape(4)
+        caller's `update` applies `box` itself.
+
+        The same arithmetic as `predict` and `update`, in the same order, on one filter's 20 Python
+        floats: a track that missed frames steps through each of them, and numpy's per-call overhead
+        on (1, 5, 4) arrays made these steps most of the tracker's time. IEEE float64 operations
+        round alike in numpy and Python, so the state is bit for bit what `predict`/`update` give."""
+        pos, vel, pp, pv, vv = self.seen_x[row].tolist()
+        start = self.seen[row].tolist()
+        end = np.asarray(box, np.float64).reshape(4).tolist()
         span, previous = max(t_ns - seen_ns, 1), seen_ns
         for when in missed_ns:
-            self.predict((when - previous) / 1e9, rows)
-            self.update(rows, start + (end - start) * ((when - seen_ns) / span), virtual=True)
+            pos, pp, pv, vv = _predict1(pos, vel, pp, pv, vv, (when - previous) / 1e9)
+            frac = (when - seen_ns) / span
+            z = [a + (b - a) * frac for a, b in zip(start, end, strict=True)]
+            pos, vel, pp, pv, vv = _update1(pos, vel, pp, pv, vv, _cxcywh1(z))
             previous = when
-        self.predict((t_ns - previous) / 1e9, rows)
+        pos, pp, pv, vv = _predict1(pos, vel, pp, pv, vv, (t_ns - previous) / 1e9)
+        self.x[row] = (pos, vel, pp, pv, vv)
+
+
+def _cxcywh1(b: list[float]) -> list[float]:
+    """`to_cxcywh` of one box, in Python floats."""
+    return [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1]]
+
+
+def _unit1(pos: list[float]) -> list[float]:
+    """`_noise_unit` of one filter, in Python floats."""
+    height = max(pos[3], 1.0)
+    return [height * u for u in _UNIT_LIST]
+
+
+def _predict1(
+    pos: list[float], vel: list[float], pp: list[float], pv: list[float], vv: list[float], dt: float
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """`BoxFilter.predict` of one filter: (pos, pp, pv, vv) after `dt` (the velocity is unchanged)."""
+    if dt <= 0:
+        return pos, pp, pv, vv
+    q = [(ACCEL * u) * (ACCEL * u) for u in _unit1(pos)]  # numpy's `** 2` is a square: x * x
+    out = [p + v * dt for p, v in zip(pos, vel, strict=True)]
+    out[2], out[3] = max(out[2], 1.0), max(out[3], 1.0)
+    c3, c2 = dt**3 / 3, dt**2 / 2
+    return (
+        out,
+        [a + 2 * dt * b + dt * dt * c + qk * c3 for a, b, c, qk in zip(pp, pv, vv, q, strict=True)],
+        [b + dt * c + qk * c2 for b, c, qk in zip(pv, vv, q, strict=True)],
+        [c + qk * dt for c, qk in zip(vv, q, strict=True)],
+    )
+
+
+def _update1(
+    pos: list[float], vel: list[float], pp: list[float], pv: list[float], vv: list[float], z: list[float]
+) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+    """`BoxFilter.update` of one filter with the measured box `z` (cx, cy, w, h)."""
+    noise = [(MEASURE_STD * u) * (MEASURE_STD * u) for u in _unit1(z)]
+    s = [a + n for a, n in zip(pp, noise, strict=True)]
+    k_p = [a / sk for a, sk in zip(pp, s, strict=True)]
+    k_v = [b / sk for b, sk in zip(pv, s, strict=True)]
+    innovation = [zk - p for zk, p in zip(z, pos, strict=True)]
+    return (
+        [p + k * i for p, k, i in zip(pos, k_p, innovation, strict=True)],
+        [v + k * i for v, k, i in zip(vel, k_v, innovation, strict=True)],
+        [(1 - k) * a for k, a in zip(k_p, pp, strict=True)],
+        [(1 - k) * b for k, b in zip(k_p, pv, strict=True)],
+        [c - k * b for c, k, b in zip(vv, k_v, pv, strict=True)],
+    )

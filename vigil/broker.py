@@ -315,9 +315,14 @@ class EmbeddedBroker:
         }
 
     def _java_command(self, jars: Path, main_class: str, *args: str, heap_mb: int) -> list[str]:
+        # `jvm_options` (serial GC, C1 only by default): on a small shared machine the broker's JIT
+        # compiler threads and G1's concurrent threads cost more CPU than the requests it serves
+        # (YOLOX-Nano stack, 2 cores: the C2 and C1 compilers were 40 % of the broker's CPU in the
+        # steady window, still compiling minutes after start). C1 code is slower, but a broker
+        # moving a few MB/s spends its time in system calls, not in compiled Java.
         log4j = self.deploy_dir / "log4j2.yaml"
         return [
-            self._java, f"-Xmx{heap_mb}m", "-Xms128m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+            self._java, f"-Xmx{heap_mb}m", "-Xms128m", *self.config.jvm_options, "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j.absolute()}",
             "-cp", f"{jars}/*", main_class, *args,
         ]  # fmt: skip

@@ -190,3 +190,30 @@ def test_silent_camera_alert_ends_through_the_alerts_topic(vigil_config: VigilCo
     assert events[0].alert_id == events[1].alert_id
     assert events[1].last_seen_ns == record(frames - 1, [IN_DOOR]).capture_ns  # the last real sighting
     assert committed(config) == frames
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+def test_commits_at_most_every_commit_interval_and_on_stop(vigil_config: VigilConfig) -> None:
+    """Offsets are committed once per `alerts.commit_interval_ms`, not after every poll, yet the
+    alert is published at once; a clean stop commits what is left."""
+    base = pipeline_config(vigil_config)
+    config = base.model_copy(update={"alerts": base.alerts.model_copy(update={"commit_interval_ms": 60_000})})
+    ensure_topics(config.kafka, config.topics)
+    send_person(config)
+    stop = threading.Event()
+    aggregator = Aggregator(config, stop)
+    thread = threading.Thread(target=aggregator.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while aggregator.engine.counters.records < RECORDS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert aggregator.engine.counters.records == RECORDS
+        # Sent without waiting for a checkpoint (then ended by the idle sweep: the records' capture times are old).
+        assert [a.event for a in published(config)][:1] == ["started"]
+        assert committed(config) is None  # every record handled, none committed inside the interval
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert committed(config) == RECORDS

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from alerts_helpers import NS, T0, Box, dets, walk
 
+from alerts.kalman import BoxFilter
 from alerts.tracker import ByteTracker
 from vigil.config import TrackerConfig
 from vigil.geometry import box_iou
@@ -260,3 +261,32 @@ def test_twenty_boxes_a_frame_stay_fast() -> None:
         tracker.update(d, T0 + f * NS // 5)
     assert (time.perf_counter() - began) / len(frames) < 0.02
     assert len(tracker.confirmed) == 20
+
+
+def test_reupdate_is_bit_for_bit_the_vectorised_predict_and_update() -> None:
+    """`BoxFilter.reupdate` steps one filter in Python floats; it must give exactly the state that
+    `predict` and `update` on the filter's row give, step by step (identities depend on it)."""
+    rng = np.random.default_rng(7)
+    for trial in range(50):
+        boxes = rng.uniform(0, 400, (3, 2))
+        xyxy = np.concatenate([boxes, boxes + rng.uniform(5, 120, (3, 2))], axis=1)
+        fast, reference = BoxFilter(), BoxFilter()
+        fast.add(xyxy)
+        fast.predict(0.2)
+        fast.update(np.arange(3), xyxy + rng.uniform(-3, 3, (3, 4)))
+        reference.x, reference.seen_x, reference.seen = fast.x.copy(), fast.seen_x.copy(), fast.seen.copy()
+        row, seen_ns = trial % 3, 1_000_000_000
+        missed = sorted(seen_ns + int(t) for t in rng.uniform(1e7, 2e9, rng.integers(0, 12)))
+        t_ns = (missed[-1] if missed else seen_ns) + int(rng.uniform(1e6, 5e8))
+        box = fast.seen[row] + rng.uniform(-40, 40, 4)
+        fast.reupdate(row, seen_ns, list(missed), box, t_ns)
+        # The reference: the same steps through the vectorised methods.
+        reference.x[row] = reference.seen_x[row]
+        rows, start, end = np.array([row]), reference.seen[row], np.asarray(box, np.float64)
+        span, previous = max(t_ns - seen_ns, 1), seen_ns
+        for when in missed:
+            reference.predict((when - previous) / 1e9, rows)
+            reference.update(rows, start + (end - start) * ((when - seen_ns) / span), virtual=True)
+            previous = when
+        reference.predict((t_ns - previous) / 1e9, rows)
+        assert np.array_equal(fast.x, reference.x), trial

@@ -95,6 +95,10 @@ def test_start_use_restart_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
         status = broker.status()
         assert status.running and status.listening
         assert status.pid is not None and java_pids_of(broker.state_dir) == [status.pid]
+        # The JVM runs with the configured options (serial GC, C1 only by default: less CPU per request).
+        argv = Path(f"/proc/{status.pid}/cmdline").read_bytes().decode().split("\0")
+        assert broker.config.jvm_options == ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+        assert set(broker.config.jvm_options) <= set(argv) and "-XX:+UseG1GC" not in argv
         assert status.rss_mb is not None and status.rss_mb > 50
         assert (broker.data_dir / "meta.properties").is_file()
         print(f"broker started in {time.monotonic() - started:.1f}s, RSS {status.rss_mb:.0f} MB")

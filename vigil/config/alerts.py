@@ -244,6 +244,13 @@ class AlertsConfig(Section):
         le=7 * 86_400,
         title="On (re)start, alerts published this recently are read back so open alerts are not fired twice",
     )
+    commit_interval_ms: int = Field(
+        1000,
+        ge=0,
+        le=60_000,
+        title="The aggregator commits its detections offsets at most this often, ms (0: after every poll); "
+        "a restart re-reads at most this much, without firing an alert twice",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AlertsConfig:

@@ -15,6 +15,12 @@ class EmbeddedBrokerConfig(Section):
     controller_port: int = Field(9093, ge=1024, le=65535, title="KRaft controller port of the embedded broker")
     state_dir: str = Field(".state/kafka", title="Directory for the broker's data, logs and pid file")
     heap_mb: int = Field(512, ge=128, le=8192, title="JVM heap of the embedded broker, in MiB")
+    jvm_options: list[str] = Field(
+        default_factory=lambda: ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"],
+        max_length=32,
+        title="JVM options of the embedded broker (default: serial GC and the C1 JIT only, which cut the broker's CPU "
+        "per frame by more than half here: docs/operations.md); [] for the JVM's own defaults",
+    )
     kafka_version: str = Field("4.1.1", pattern=r"^4\.\d+\.\d+$", title="Apache Kafka 4.x version fetched from Maven")
     nodes: int = Field(
         1,
