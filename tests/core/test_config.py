@@ -389,3 +389,11 @@ def test_configuration_reference_is_current() -> None:
     assert committed == render_markdown(), (
         "docs/configuration.md is stale: run `vigil config docs > docs/configuration.md`"
     )
+
+
+def test_a_jvm_option_that_is_not_a_flag_is_refused_at_its_key() -> None:
+    text = MINIMAL + "\nkafka:\n  embedded:\n    jvm_options: [-XX:+UseSerialGC, 'XX:TieredStopAtLevel=1']\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml", {})
+    assert "kafka.embedded.jvm_options" in str(info.value) and "starting with '-'" in str(info.value)
+    assert parse_config(MINIMAL, "t.yaml", {}).kafka.embedded.jvm_options[0] == "-XX:+UseSerialGC"

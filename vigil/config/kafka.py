@@ -51,6 +51,15 @@ class EmbeddedBrokerConfig(Section):
         "another, ms (controller.quorum.fetch.timeout.ms; elections time out, and back off, within half of it)",
     )
 
+    @field_validator("jvm_options")
+    @classmethod
+    def _jvm_options(cls, options: list[str]) -> list[str]:
+        # Anything else would be read by `java` as the main class, and the broker would not start.
+        bad = [option for option in options if not option.startswith("-") or any(c.isspace() for c in option)]
+        if bad:
+            raise ValueError(f"each JVM option is one flag starting with '-' (e.g. -XX:+UseSerialGC), got {bad}")
+        return options
+
     @model_validator(mode="after")
     def _ports_differ(self) -> EmbeddedBrokerConfig:
         if self.port == self.controller_port:
