@@ -9,7 +9,7 @@ Commit protocol (what makes restarts safe):
 Steps 2-3 run at most every `alerts.commit_interval_ms` (and on a clean stop), not after every
 poll: a synchronous commit per poll was a third of this process's CPU and an OffsetCommit
 (a write to `__consumer_offsets`) per detections batch in the broker. Sends are not held back by
-this: the producer sends each alert after its `linger_ms`; only the wait for the acknowledgement
+this: the producer sends each alert at once (no linger); only the wait for the acknowledgement
 and the commit are deferred, so what a crash re-reads grows to at most that interval.
 
 So an alert is never lost: a failure anywhere before 3 (the engine, a send, the read-back of the
@@ -192,7 +192,9 @@ class Aggregator:
 
     def open(self) -> None:
         cfg = self.config
-        self._producer = make_producer(cfg.kafka, "alerts")
+        # No linger: alert events are few and each is urgent, and the checkpoint no longer flushes after
+        # every poll (`commit_interval_ms`), so a lingering event would wait `kafka.producer.linger_ms`.
+        self._producer = make_producer(cfg.kafka, "alerts", linger_ms=0)
         self._dead = DeadLetterPublisher(self._producer, cfg.topics.dead_letter.name, "alerts")
         self._consumer = make_consumer(cfg.kafka, "alerts", cfg.alerts.group_id)
         subscribe(self._consumer, [cfg.topics.detections.name], listener=_Rebalance(self))
