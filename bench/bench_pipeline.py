@@ -137,7 +137,7 @@ class Bench:
                          "zones": [{"name": "lower", "units": "fraction",
                                     "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]}
                         for camera in spread_ids(self.cameras, 4)],
-            "detect": {"model": self.model, "batch_size": 4, "max_age_s": 3600, "group_id": f"{run}-detect",
+            "detect": {"model": self.model, "max_age_s": 3600, "group_id": f"{run}-detect",
                        "intra_op_threads": self.threads},
             "alerts": {"group_id": f"{run}-alerts",
                        "rules": [{"name": "lower", "zone": "lower", "min_frames": 2, "end_after_s": 1}],
