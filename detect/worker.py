@@ -10,7 +10,8 @@ Loop (one consumer thread, one inference thread per lane, a small decode pool):
 3. hand the tensor to a free lane (`detect.lanes`: one single-threaded inference per core on the CPU, each
    its own batch), and while the lanes run, gather and prepare the next batch;
 4. decode/NMS the result, publish one `DetectionsRecord` per frame (keyed by camera), wait for every send
-   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets. Batches are
+   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets (at most every
+   `detect.commit_interval_ms`, and at a stop). Batches are
    published in the order they were gathered, whichever lane ends first, so a camera's records keep their
    order and a still frame's reference is always published before it.
 
@@ -43,6 +44,7 @@ from detect import metrics
 from detect.detector import Detector
 from detect.preprocess import Letterbox, PreparedBatch
 from detect.stationary import StillFramePlanner
+from detect.triage import FrameGate, Rejection
 from vigil.config import VigilConfig
 from vigil.contracts import DetectionsRecord, FrameMeta, FrameRef, KafkaRecord, ModelRef, Timings
 from vigil.delivery import Deliveries
@@ -54,56 +56,6 @@ from vigil.logs import log_repeated
 
 log = logging.getLogger(__name__)
 STAGE = "detect"
-
-
-# ---------------------------------------------------------------------------------------------- triage
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a record is not detected: `kind` labels the metric, `reason` goes into the dead letter."""
-
-    kind: str
-    reason: str
-
-
-class FrameGate:
-    """Pure checks on a consumed record, before any decoding: headers, size, camera, age."""
-
-    def __init__(self, config: VigilConfig) -> None:
-        self.max_bytes = config.detect.max_frame_bytes
-        self.max_pixels = config.detect.max_pixels
-        self.max_age_ns = int(config.detect.max_age_s * 1e9)
-        self.cameras = frozenset(c.id for c in config.cameras)
-        self.allow_unknown = config.detect.allow_unknown_cameras
-
-    def check(self, record: KafkaRecord) -> FrameMeta | Rejection:
-        try:
-            meta = FrameMeta.from_headers(record.headers)
-        except ContractError as exc:
-            return Rejection("headers", f"bad frame headers: {exc}")
-        size = len(record.value or b"")
-        if size > self.max_bytes:
-            return Rejection("oversized", f"frame is {size} bytes, over detect.max_frame_bytes={self.max_bytes}")
-        if size == 0:
-            return Rejection("empty", "frame record has no image bytes")
-        if meta.width * meta.height > self.max_pixels:
-            return Rejection(
-                OversizedImageError.reason,
-                f"{OversizedImageError.reason}: headers declare {meta.width}x{meta.height} = "
-                f"{meta.width * meta.height / 1e6:.1f} MP, over detect.max_pixels={self.max_pixels}",
-            )
-        if meta.encoding.lower() not in ("jpeg", "jpg", "png"):
-            return Rejection("encoding", f"frame encoding {meta.encoding!r} is not supported (jpeg or png)")
-        if not self.allow_unknown and meta.camera_id not in self.cameras:
-            return Rejection(
-                "unknown_camera",
-                f"camera {meta.camera_id!r} is not in the config's cameras (set detect.allow_unknown_cameras to accept)",
-            )
-        return meta
-
-    def is_stale(self, meta: FrameMeta, now_ns: int) -> bool:
-        return now_ns - meta.capture_ns > self.max_age_ns
 
 
 @dataclass(eq=False)
@@ -195,6 +147,9 @@ class DetectWorker:
         self.decode_threads = decode_threads or self.cfg.decode_concurrency
         self.decoder = BoundedDecoder(self.cfg.max_pixels, self.decode_threads)
         self.lag = metrics.LagRecorder()
+        # Offsets of published and acknowledged batches not yet committed: (next offset, partition epoch).
+        self._uncommitted: dict[TopicPartition, tuple[int, int]] = {}
+        self._committed_at = time.monotonic()
         self._lock = threading.Lock()
         self._epoch: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
@@ -269,6 +224,8 @@ class DetectWorker:
                 if batch is None:
                     if inflight:
                         self._finish(inflight.popleft())
+                    else:
+                        self._commit()  # idle: what the last batches left uncommitted, once the interval passed
                     continue
                 self._prepare(batch, decode_pool)
                 if len(inflight) == lanes:
@@ -281,6 +238,7 @@ class DetectWorker:
                     self._finish(inflight.popleft())
             while inflight:
                 self._finish(inflight.popleft())
+            self._commit(force=True)
         log.info("detect worker stopped after %d batches, %d detections records", self.batches, self.published)
 
     def _gather(self, inflight: deque[Batch], lanes: int = 1) -> Batch | None:
@@ -541,15 +499,25 @@ class DetectWorker:
         self.published += len(batch.frames)
         self.reused += len(batch.frames) - batch.detected
         self.batches += 1
-        self._commit(batch)
+        for tp, offset in batch.next_offsets().items():
+            previous = self._uncommitted.get(tp)
+            if previous is None or previous[1] != batch.epochs[tp] or previous[0] < offset:
+                self._uncommitted[tp] = (offset, batch.epochs[tp])
+        self._commit()
 
-    def _commit(self, batch: Batch) -> None:
+    def _commit(self, force: bool = False) -> None:
+        """Commit what is published and acknowledged, at most every `commit_interval_ms` (and at a stop): a
+        synchronous commit per batch held up gathering the next one; a crash redoes at most that interval."""
+        if not self._uncommitted or (
+            not force and time.monotonic() - self._committed_at < self.cfg.commit_interval_ms / 1000
+        ):
+            return
+        pending, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
         offsets = {
-            tp: OffsetAndMetadata(offset, "", -1)
-            for tp, offset in batch.next_offsets().items()
-            if self._current(tp, batch.epochs[tp])
+            tp: OffsetAndMetadata(offset, "", -1) for tp, (offset, epoch) in pending.items() if self._current(tp, epoch)
         }
-        skipped = len(batch.epochs) - len(offsets)
+        skipped = len(pending) - len(offsets)
         if skipped:
             # Published but not committed: the partition's next owner redoes these frames from the committed
             # offset; if that is this worker, its next batch of the partition commits past them.

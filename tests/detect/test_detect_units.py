@@ -18,7 +18,7 @@ from detect.detector import Detector, Thresholds
 from detect.nms import batched_nms, nms
 from detect.preprocess import Letterbox, LetterboxPreprocessor
 from detect.runtime import choose_providers, create_session
-from detect.worker import FrameGate, Rejection
+from detect.triage import FrameGate, Rejection
 from models import ModelManifest, Registry
 from tests.detect.helpers import REPO, SHARED, bomb_jpeg, ultralytics_assets
 from vigil.config import VigilConfig

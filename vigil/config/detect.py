@@ -104,6 +104,13 @@ class DetectConfig(Section):
     )
     batch_size: int = Field(8, ge=1, le=256, title="Frames per inference batch at most")
     max_wait_ms: int = Field(50, ge=0, le=10_000, title="Longest wait to fill a batch, ms")
+    commit_interval_ms: int = Field(
+        250,
+        ge=0,
+        le=60_000,
+        title="Workers commit the offsets of published batches at most this often, ms (0: after every batch); "
+        "a crash or rebalance redoes at most this much (duplicates carrying their frame ref, never a loss)",
+    )
     max_age_s: float = Field(
         10.0, gt=0, le=86_400, title="Frames older than this (capture to now) are skipped and counted"
     )
