@@ -8,7 +8,8 @@ process on the same ONNX file and the same frames:
 * vigil  — `Detector.stream` (JPEG decode + letterbox of the next batch overlapped with inference, decode, NMS)
            at batch 1, 4 and 8 with the config's defaults, and at batch 4 with each other `detect.spin_wait`;
 * vigil at batch 4 with the model's square input instead of rectangular canvases (`detect.rect_input`, for
-  models whose manifest allows it: YOLOX-Nano runs the 640x480 footage at 416x320);
+  models whose manifest allows it: YOLOX-Nano runs the 640x480 footage at 416x320), and the accuracy of both
+  on every frame of the two labelled clips (AP50, recall, precision of persons; `--skip-accuracy` to skip);
 * with `--size WxH` (frames upscaled from the footage, e.g. a 1920x1080 camera): vigil at batch 4 with
   `detect.reduced_decode` off, against on (the default);
 * the peak RSS of a child process running only the vigil path (what a worker needs), and GFLOP/s achieved
@@ -112,6 +113,35 @@ def rss_child(model: str, threads: int, frames: int) -> None:
                       "torch_loaded": "torch" in sys.modules}))  # fmt: skip
 
 
+def rect_accuracy(manifest: ModelManifest, threads: int) -> dict[str, dict[str, float]]:
+    """Persons on every frame of both labelled clips, square vs rectangular input: AP50, recall and precision at
+    conf 0.25 (`vigil.eval.scoring`, pycocotools from the `eval` extra). Rectangular input must lose nothing."""
+    from vigil.eval.groundtruth import load_mot
+    from vigil.eval.run import read_frames, to_gt_pixels
+    from vigil.eval.scoring import score_detections
+
+    scores: dict[str, dict[str, float]] = {}
+    for rect in (False, True):
+        detector = Detector.load(manifest, intra_op_threads=threads, thresholds=Thresholds(0.01, 0.45), rect_input=rect)
+        for clip in ("TUD-Stadtmitte", "TUD-Campus"):
+            folder = FOOTAGE.parents[1] / clip
+            gt = load_mot(folder / "gt.txt")
+            frames = list(read_frames(folder / f"{clip}.mp4"))
+            predictions = {}
+            for start in range(0, len(frames), 4):
+                chunk = frames[start : start + 4]
+                for (index, image), dets in zip(chunk, detector([im for _, im in chunk]), strict=True):
+                    predictions[index + 1] = to_gt_pixels(dets, image.shape[1], image.shape[0], gt)
+            person = score_detections(gt, predictions, detector.class_names, 0.25).per_class["person"]
+            scores[f"{clip} {'rect' if rect else 'square'}"] = {
+                "ap50": person.ap50, "recall": person.recall, "precision": person.precision,
+            }  # fmt: skip
+    print(f"{'accuracy (persons, conf 0.25)':<34}{'AP50':>8}{'recall':>9}{'precision':>11}")
+    for name, row in scores.items():
+        print(f"{name:<34}{row['ap50']:>8.4f}{row['recall']:>9.4f}{row['precision']:>11.4f}")
+    return scores
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="yolov8n_int8")
@@ -119,6 +149,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--size", help="resize the footage's frames to WxH first (e.g. 1920x1080)")
+    parser.add_argument("--skip-accuracy", action="store_true", help="skip square vs rectangular input accuracy")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -231,6 +262,7 @@ def main() -> int:
     info = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"peak RSS of a vigil-only process (batch 8): {info['max_rss_mb']:.0f} MB "
           f"(target < 600 MB; torch loaded: {info['torch_loaded']})")  # fmt: skip
+    accuracy = rect_accuracy(manifest, args.threads) if detector.rect and not args.skip_accuracy else {}
     print(f"load after: {os.getloadavg()}")
     figures: dict[str, object] = {
         "bench": "detect",
@@ -245,6 +277,14 @@ def main() -> int:
         "rect_input_vs_square": round(results["vigil b4"] / results["vigil b4 square input"], 3)
         if detector.rect
         else None,
+        **{
+            f"rect_{key}_delta_{clip.split('-')[1].lower()}": round(
+                accuracy[f"{clip} rect"][key] - accuracy[f"{clip} square"][key], 4
+            )
+            for clip in ("TUD-Stadtmitte", "TUD-Campus")
+            for key in ("ap50", "recall")
+            if accuracy
+        },
         "reduced_decode_vs_full": round(results["vigil b4"] / results["vigil b4 full decode"], 3)
         if reducible
         else None,
