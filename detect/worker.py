@@ -449,7 +449,8 @@ class DetectWorker:
             self.dead_letters.publish(record, rejection.reason, kind=rejection.kind)
         if batch.frames:
             started = time.perf_counter()
-            detected = [f for f in batch.frames if f.box is not None]
+            # In row (slot) order: a still frame decoded after its reference failed takes a row after the others.
+            detected = sorted((f for f in batch.frames if f.box is not None), key=lambda f: f.slot)
             results: list[Detections] = []
             if detected:
                 assert batch.tensor is not None
