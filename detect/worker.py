@@ -79,7 +79,8 @@ class Batch:
     records: list[KafkaRecord]
     epochs: dict[TopicPartition, int]
     frames: list[Frame] = field(default_factory=list)
-    tensor: npt.NDArray[np.float32] | None = None
+    # What the model runs: the detected frames' tensor rows and letterboxes, in slot order (None: all still).
+    prepared: PreparedBatch | None = None
     rejected: list[tuple[KafkaRecord, Rejection]] = field(default_factory=list)
     stale: int = 0
     inference: Future[tuple[npt.NDArray[np.float32], float, float]] | None = None
@@ -89,7 +90,7 @@ class Batch:
     @property
     def detected(self) -> int:
         """Frames run through the model."""
-        return sum(frame.box is not None for frame in self.frames)
+        return 0 if self.prepared is None else len(self.prepared)
 
     def next_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record of this batch (what to commit)."""
@@ -374,7 +375,8 @@ class DetectWorker:
         # Still frames count too: one that loses its reference below is decoded into this same canvas.
         canvas = pre.canvas(f.box or pre.fit(f.meta.width, f.meta.height) for f in accepted)
         tensor = pre.tensor(len(todo), canvas)
-        for slot, frame in enumerate(todo):
+        rows = todo  # the frames in tensor row order: frame.slot is the index here
+        for slot, frame in enumerate(rows):
             frame.slot = slot
 
         def place(frame: Frame) -> Rejection | None:
@@ -412,25 +414,26 @@ class DetectWorker:
                     frame.box = pre.fit(frame.meta.width, frame.meta.height)
                     redo.append(frame)
                 kept.append(frame)
-            rows = [f.slot for f in kept if f.box is not None and f not in redo]
-            tensor = np.concatenate([tensor[rows], pre.tensor(len(redo), canvas)])
-            for slot, frame in enumerate([f for f in kept if f.box is not None and f not in redo] + redo):
+            decoded = [frame for frame in rows if id(frame) not in failed]
+            tensor = np.concatenate([tensor[[frame.slot for frame in decoded]], pre.tensor(len(redo), canvas)])
+            rows = decoded + redo  # the redone frames take the rows after the others
+            for slot, frame in enumerate(rows):
                 frame.slot = slot
             accepted = kept
             failed = {id(frame): r for frame, r in zip(redo, pool.map(place, redo), strict=True) if r is not None}
         batch.frames = accepted
-        if any(frame.box is not None for frame in accepted):
-            batch.tensor = tensor
+        if rows:
+            batch.prepared = PreparedBatch(tensor, tuple(frame.box for frame in rows if frame.box is not None))
         batch.prepared_at = time.perf_counter()
 
     def _infer(self, batch: Batch) -> tuple[npt.NDArray[np.float32], float, float]:
         """(output, inference seconds, seconds the prepared batch waited for the inference thread)."""
-        if batch.tensor is None:
+        prepared = batch.prepared
+        if prepared is None:
             return np.empty((0,), np.float32), 0.0, 0.0
         started = batch.infer_started = time.perf_counter()
-        sized = sorted((f for f in batch.frames if f.box is not None), key=lambda f: f.slot)
-        canvases = [(f.box.canvas_h, f.box.canvas_w) for f in sized if f.box is not None]
-        output = self.detector.infer(batch.tensor, split=False, canvases=canvases)  # this thread is the batch's lane
+        # This thread is the batch's lane, so the batch is not split over others.
+        output = self.detector.infer(prepared.tensor, split=False, canvases=prepared.canvases)
         seconds = time.perf_counter() - started
         with self._lock:  # lanes finish on their own threads
             self._frame_infer_s = seconds / max(1, batch.detected)
@@ -449,13 +452,7 @@ class DetectWorker:
             self.dead_letters.publish(record, rejection.reason, kind=rejection.kind)
         if batch.frames:
             started = time.perf_counter()
-            # In row (slot) order: a still frame decoded after its reference failed takes a row after the others.
-            detected = sorted((f for f in batch.frames if f.box is not None), key=lambda f: f.slot)
-            results: list[Detections] = []
-            if detected:
-                assert batch.tensor is not None
-                prepared = PreparedBatch(batch.tensor, tuple(f.box for f in detected if f.box is not None))
-                results = self.detector.postprocess(output, prepared)
+            results = [] if batch.prepared is None else self.detector.postprocess(output, batch.prepared)
             post_ms = (time.perf_counter() - started) * 1000
             produced = self.clock_ns()
             topic = self.config.topics.detections.name
@@ -490,9 +487,9 @@ class DetectWorker:
                     reused_from=reused_from,
                 )
                 self.deliveries.send(topic, key=meta.camera_id.encode(), value=out.to_bytes())
-            metrics.DETECTED.inc(len(detected))
-            if len(detected) < len(batch.frames):
-                metrics.STILL_REUSED.inc(len(batch.frames) - len(detected))
+            metrics.DETECTED.inc(batch.detected)
+            if batch.detected < len(batch.frames):
+                metrics.STILL_REUSED.inc(len(batch.frames) - batch.detected)
         # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
         if not self.deliveries.settle(self._stop):
             log.warning("stopping while Kafka does not acknowledge: this batch is not committed and will be redone")

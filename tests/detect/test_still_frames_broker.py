@@ -8,6 +8,7 @@ import threading
 import time
 
 import cv2
+import numpy as np
 import pytest
 
 from detect.detector import Detector
@@ -98,3 +99,66 @@ def test_worker_reuses_detections_for_still_frames_only_along_an_unbroken_chain(
         assert (record.detections.xyxy == reference.xyxy).all() and len(reference) > 0
         assert record.class_names == by_index[source].class_names and record.timings.infer_ms == 0.0
     assert worker.reused == len(by_index) - len(detected)
+
+
+def test_redone_still_frames_keep_their_own_letterbox_next_to_a_camera_of_another_size(
+    vigil_config: VigilConfig,
+) -> None:
+    """One batch: camera `wide` (640x480) whose first frame does not decode, so its two still frames are
+    decoded after all, into the rows after those of camera `tall` (360x480, another rectangular canvas).
+    Each published record must carry the boxes of its own image, mapped back through its own letterbox."""
+    data = vigil_config.model_dump(mode="json")
+    data["cameras"] = [
+        {"id": "wide", "url": str(FOOTAGE), "kind": "replay"},
+        {"id": "tall", "url": str(FOOTAGE), "kind": "replay"},
+    ]
+    data["detect"].update({"model": "yolox_nano", "batch_size": 8, "max_wait_ms": 2000, "max_age_s": 3600})
+    data["metrics"]["enabled"] = False
+    config = VigilConfig.model_validate(data)
+    ensure_topics(config.kafka, config.topics)
+    images = read_frames(count=6, step=5)
+    frames = {("wide", i): images[i] for i in range(3)} | {
+        ("tall", i): np.ascontiguousarray(images[3 + i][:, 140:500]) for i in range(3)
+    }
+    jpegs = {key: cv2.imencode(".jpg", image)[1].tobytes() for key, image in frames.items()}
+    jpegs["wide", 0] = jpegs["wide", 0][:700] + bytes(64)
+    producer = make_producer(config.kafka, "test-still")
+    now = time.time_ns()
+    for (camera, seq), jpeg in jpegs.items():
+        height, width = frames[camera, seq].shape[:2]
+        motion = ((0, 0, 10, 10),) if camera == "tall" else ()  # tall: every frame detected; wide: still
+        meta = FrameMeta(camera, seq, now + seq * 200_000_000, width, height, "replay", frame_index=seq, motion=motion)
+        # wide on the first partition: gathered first, so its redone frames change places with tall's.
+        partition = 0 if camera == "wide" else 1
+        producer.send(
+            config.topics.frames.name, key=camera.encode(), value=jpeg, headers=meta.to_headers(), partition=partition
+        )
+    producer.flush()
+    producer.close()
+
+    detector = Detector.from_config(config.detect)
+    assert detector.rect, "the shipped YOLOX-Nano runs rectangular canvases"
+    stop = threading.Event()
+    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = make_producer(config.kafka, "detect")
+    worker = DetectWorker(config, detector, consumer, producer)
+    worker.subscribe()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        records = _read(config, config.topics.detections.name, 5, 120)
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close(autocommit=False)
+        producer.close()
+    assert not thread.is_alive()
+    published = {(r.camera_id, r.seq): r for r in (DetectionsRecord.from_bytes(m.value) for m in records)}  # type: ignore[attr-defined]
+    assert sorted(published) == sorted(key for key in jpegs if key != ("wide", 0))
+    assert worker.batches == 1, "the test needs every frame in one batch"
+    for key, record in published.items():
+        assert record.reused_from is None, key  # the wide camera's still frames lost their reference
+        image = cv2.imdecode(np.frombuffer(jpegs[key], np.uint8), cv2.IMREAD_COLOR)
+        expected = detector([image])[0]
+        assert len(record.detections) == len(expected) > 0, key
+        np.testing.assert_allclose(record.detections.xyxy, expected.xyxy, atol=0.5, err_msg=str(key))
