@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -35,6 +37,26 @@ def _read(config: VigilConfig, topic: str, count: int, timeout_s: float) -> list
     return records
 
 
+@contextmanager
+def _running_worker(config: VigilConfig, detector: Detector) -> Iterator[DetectWorker]:
+    """A detect worker on its own thread for the body of the `with`; stopped and checked stopped after it."""
+    stop = threading.Event()
+    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = make_producer(config.kafka, "detect")
+    worker = DetectWorker(config, detector, consumer, producer)
+    worker.subscribe()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(30)
+        consumer.close(autocommit=False)
+        producer.close()
+    assert not thread.is_alive()
+
+
 def test_worker_reuses_detections_for_still_frames_only_along_an_unbroken_chain(vigil_config: VigilConfig) -> None:
     data = vigil_config.model_dump(mode="json")
     data["cameras"] = [{"id": CAMERA, "url": str(FOOTAGE), "kind": "replay"}]
@@ -61,22 +83,9 @@ def test_worker_reuses_detections_for_still_frames_only_along_an_unbroken_chain(
     producer.flush()
     producer.close()
 
-    stop = threading.Event()
-    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
-    producer = make_producer(config.kafka, "detect")
-    worker = DetectWorker(config, Detector.from_config(config.detect), consumer, producer)
-    worker.subscribe()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running_worker(config, Detector.from_config(config.detect)) as worker:
         records = _read(config, config.topics.detections.name, len(plan) - 1, 120)
         letters = _read(config, config.topics.dead_letter.name, 1, 30)
-    finally:
-        stop.set()
-        thread.join(30)
-        consumer.close(autocommit=False)
-        producer.close()
-    assert not thread.is_alive()
     by_index = {r.frame_index: r for r in (DetectionsRecord.from_bytes(m.value) for m in records)}  # type: ignore[attr-defined]
     assert sorted(by_index) == [i for i in plan if i != 0], sorted(by_index)
     assert [DeadLetter.from_record(m).reason for m in letters] == [  # type: ignore[arg-type]
@@ -138,21 +147,8 @@ def test_redone_still_frames_keep_their_own_letterbox_next_to_a_camera_of_anothe
 
     detector = Detector.from_config(config.detect)
     assert detector.rect, "the shipped YOLOX-Nano runs rectangular canvases"
-    stop = threading.Event()
-    consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
-    producer = make_producer(config.kafka, "detect")
-    worker = DetectWorker(config, detector, consumer, producer)
-    worker.subscribe()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running_worker(config, detector) as worker:
         records = _read(config, config.topics.detections.name, 5, 120)
-    finally:
-        stop.set()
-        thread.join(30)
-        consumer.close(autocommit=False)
-        producer.close()
-    assert not thread.is_alive()
     published = {(r.camera_id, r.seq): r for r in (DetectionsRecord.from_bytes(m.value) for m in records)}  # type: ignore[attr-defined]
     assert sorted(published) == sorted(key for key in jpegs if key != ("wide", 0))
     assert worker.batches == 1, "the test needs every frame in one batch"
