@@ -5,35 +5,31 @@ after the endpoint answered 2xx (or the record was dead-lettered), so a crash re
 was not acknowledged, with the same `webhook-id`. One thread per endpoint: a slow or dead receiver
 delays nobody but itself, and the aggregator never waits on HTTP.
 
-Redirects are not followed: urllib would turn a POST answered 301/302/303 into a GET without body
-and report the GET's 2xx, so the alert would be acknowledged without ever being received. A 3xx is
-dead-lettered with the Location to configure instead. Endpoint URLs often carry their token in the
-path (Slack, Teams): logs, errors and dead-letter reasons show only scheme://host[:port].
+Each deliverer posts over one kept-alive connection (`alerts.http_post`). Redirects are not
+followed (see there): a 3xx is dead-lettered with the Location to configure instead. Endpoint URLs
+often carry their token in the path (Slack, Teams): logs, errors and dead-letter reasons show only
+scheme://host[:port].
 """
 
 from __future__ import annotations
 
 import email.utils
-import http.client
 import logging
 import queue
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin
 
 from kafka.structs import OffsetAndMetadata
 from standardwebhooks.webhooks import Webhook
 
 from alerts import metrics
-from vigil import __version__
+from alerts.http_post import Attempt, KeptConnection
 from vigil.config import VigilConfig, WebhookConfig
 from vigil.contracts import AlertRecord, KafkaRecord
 from vigil.errors import ContractError
@@ -45,7 +41,6 @@ from vigil.signing import with_media_links
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429})
-BODY_HEAD = 512
 SEEN_IDS = 50_000
 
 
@@ -63,35 +58,6 @@ class Signer:
         when = datetime.fromtimestamp(ts, tz=UTC)
         signature = " ".join(hook.sign(msg_id, when, body) for hook in self._hooks)
         return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """Outcome of one HTTP attempt; `status` is None when no response came (refused, timeout)."""
-
-    status: int | None
-    body_head: bytes = b""
-    error: str = ""
-    retry_after: str | None = None
-    seconds: float = 0.0
-    location: str | None = None  # a 3xx's Location, already reduced to scheme://host[:port]
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def redirected(self) -> bool:
-        return self.status is not None and 300 <= self.status < 400
-
-    def describe(self) -> str:
-        if self.status is None:
-            return self.error
-        if self.redirected:
-            where = self.location or "a URL it did not name (no Location header)"
-            return f"HTTP {self.status}: endpoint redirected to {where}; configure the final URL"
-        head = self.body_head.decode("utf-8", "replace")
-        return f"HTTP {self.status}: {head}" if head else f"HTTP {self.status}"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -140,45 +106,6 @@ class DeliveryPolicy:
         return cap / 2 + jitter
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse every redirect, so a 3xx comes back as an `HTTPError` with its status."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# Redirect handling is the only change from urllib's default opener (proxies, HTTPS stay the same).
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
-    request = urllib.request.Request(url, data=body, method="POST")
-    request.add_header("content-type", "application/json")
-    request.add_header("user-agent", f"vigil/{__version__}")
-    for name, value in headers.items():
-        request.add_header(name, value)
-    start = time.monotonic()
-    try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
-            head = response.read(BODY_HEAD)
-            return Attempt(response.status, head, seconds=time.monotonic() - start)
-    except urllib.error.HTTPError as exc:
-        head = exc.read(BODY_HEAD) if exc.fp is not None else b""
-        location = exc.headers.get("Location")
-        return Attempt(
-            exc.code,
-            head,
-            retry_after=exc.headers.get("Retry-After"),
-            seconds=time.monotonic() - start,
-            location=redact_endpoint(urljoin(url, location)) if location else None,
-        )
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
-        reason = str(getattr(exc, "reason", exc))
-        # The exception text may embed the URL (and the token in its path); keep its endpoint only.
-        reason = reason.replace(url, redact_endpoint(url))
-        return Attempt(None, error=f"{type(exc).__name__}: {reason}", seconds=time.monotonic() - start)
-
-
 class EndpointDeliverer:
     """Consumes the alerts topic in the endpoint's own group and POSTs each wanted event until it
     is acknowledged (2xx) or refused (other 4xx, dead-lettered with the response)."""
@@ -188,7 +115,7 @@ class EndpointDeliverer:
         config: VigilConfig,
         hook: WebhookConfig,
         stop: threading.Event,
-        sender: Callable[[str, bytes, dict[str, str], float], Attempt] = post,
+        sender: Callable[[str, bytes, dict[str, str], float], Attempt] | None = None,
         health: Health | None = None,
     ) -> None:
         self.config = config
@@ -197,8 +124,12 @@ class EndpointDeliverer:
         self.group_id = f"{config.alerts.group_id}.webhook.{hook.name}"
         self.policy = DeliveryPolicy.of(hook)
         self.stop = stop
-        self._send = sender
         self._url = hook.url.get_secret_value()
+        # Default: one kept-alive connection to the endpoint, closed when the delivery loop ends.
+        self._kept: KeptConnection | None = None
+        if sender is None:
+            sender = self._kept = KeptConnection(self._url)
+        self._send = sender
         self.endpoint = redact_endpoint(self._url)  # what logs and errors may show of the URL
         self.health = health
         self.health_name = f"webhook:{hook.name}"
@@ -269,6 +200,8 @@ class EndpointDeliverer:
                         self._settled[tp] = record.offset + 1
             self._commit_settled(consumer, wait=True)
         finally:
+            if self._kept is not None:
+                self._kept.close()
             try:
                 if producer is not None:
                     producer.flush(timeout=10)

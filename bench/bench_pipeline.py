@@ -75,6 +75,7 @@ class Receiver(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     server: Receiver
+    protocol_version = "HTTP/1.1"  # keep-alive, as production receivers (nginx, uvicorn, ...) offer
 
     def do_POST(self) -> None:
         received = time.time_ns()
@@ -82,6 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         if alert["event"] == "started":
             self.server.started.append((alert, received))
         self.send_response(204)
+        self.send_header("content-length", "0")
         self.end_headers()
 
     def log_message(self, format: str, *args: object) -> None:

@@ -19,7 +19,8 @@ from kafka.errors import KafkaConnectionError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from alerts.cli import new_secret
-from alerts.webhooks import Attempt, DeliveryPolicy, EndpointDeliverer, Signer, parse_retry_after, post
+from alerts.http_post import Attempt, post
+from alerts.webhooks import DeliveryPolicy, EndpointDeliverer, Signer, parse_retry_after
 from vigil.config import AlertsConfig, VigilConfig, WebhookConfig
 from vigil.contracts import DeadLetter
 from vigil.errors import VigilError
