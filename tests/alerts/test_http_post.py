@@ -4,14 +4,18 @@ for a burst, a fresh one when the receiver closed it, nothing followed, nothing 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from alerts.http_post import BODY_HEAD, KeptConnection
+from tests.faults.tls import make_pki
 
 TOKEN = "sekrit-token-123"
 
@@ -32,8 +36,9 @@ class Server:
     reply: Reply = field(default_factory=Reply)
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
+@contextmanager
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """A receiver on loopback (HTTPS when `tls` is given) that records every POST and answers `reply`."""
     state = Server("")
 
     class Handler(BaseHTTPRequestHandler):
@@ -64,12 +69,23 @@ def server() -> Iterator[Server]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook/{TOKEN}?x=1"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    state.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}/hook/{TOKEN}?x=1"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with serving() as state:
+        yield state
 
 
 def test_a_burst_of_posts_goes_over_one_connection(server: Server) -> None:
@@ -137,3 +153,19 @@ def test_a_configured_proxy_is_used(server: Server, monkeypatch: pytest.MonkeyPa
     # Sent to the (dead) proxy as urllib does, not straight to the receiver.
     assert attempt.status is None and server.posts == []
     assert TOKEN not in attempt.error
+
+
+def test_https_posts_share_one_verified_tls_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pki.keystore_pem)
+    with serving(tls) as https:
+        untrusted = KeptConnection(https.url)(https.url, b"{}", {}, 5.0)
+        assert untrusted.status is None and "CERTIFICATE_VERIFY_FAILED" in untrusted.error, untrusted.error
+        assert TOKEN not in untrusted.error
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_pem))  # what the system's CA store would hold
+        kept = KeptConnection(https.url)
+        attempts = [kept(https.url, f"{n}".encode(), {}, 5.0) for n in range(3)]
+        kept.close()
+    assert [a.status for a in attempts] == [204] * 3
+    assert [body for _, body in https.posts] == [b"0", b"1", b"2"] and kept.connections == 1
