@@ -3,7 +3,8 @@ and webhook deliveries per second, each against a baseline run in the same proce
 
     VIGIL_TEST_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python bench/bench_alerts.py [--frames 300] [--posts 500]
 
-Without VIGIL_TEST_BOOTSTRAP it starts the embedded broker for the run.
+Without VIGIL_TEST_BOOTSTRAP it starts the embedded broker for the run. Ends with one JSON line of its figures:
+{"bench": "alerts", "engine_rec_s", "aggregator_rec_s", "kept_alive_vs_connection_per_post", "deliverer_s", ...}.
 """
 
 from __future__ import annotations
@@ -230,16 +231,21 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
     )
     records = make_records(args.frames)
     print(f"{len(records)} detections records: {CAMERAS} cameras x {args.frames} frames x {BOXES} boxes")
+    figures: dict[str, object] = {"bench": "alerts"}
     baseline, engine, alerts = bench_engine(records)
+    figures |= {"engine_rec_s": round(engine), "engine_vs_json_loads": round(engine / baseline, 3)}
     print(
         f"engine in-process: {engine:9.0f} rec/s  vs bare json.loads {baseline:9.0f} rec/s  ratio {engine / baseline:.3f}  ({alerts} alert events)"
     )
     if bootstrap:
         bare, through = bench_broker(records, bootstrap)
+        figures |= {"aggregator_rec_s": round(through), "aggregator_vs_bare_consumer": round(through / bare, 3)}
         print(
             f"aggregator+broker: {through:9.0f} rec/s  vs bare consumer  {bare:9.0f} rec/s  ratio {through / bare:.3f}"
         )
     bare_post, signed_post, kept_post, durable = bench_webhooks(args.posts, bootstrap)
+    figures |= {"signed_post_s": round(signed_post), "signed_vs_bare_post": round(signed_post / bare_post, 3),
+                "kept_alive_post_s": round(kept_post), "kept_alive_vs_connection_per_post": round(kept_post / signed_post, 3)}  # fmt: skip
     print(
         f"webhooks signed:   {signed_post:9.0f} req/s  vs bare POST loop {bare_post:9.0f} req/s  ratio {signed_post / bare_post:.3f}"
     )
@@ -251,6 +257,8 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
         print(
             f"webhooks durable:  {durable:9.0f} req/s  (deliverer: Kafka consume + sign + POST + commit) ratio {durable / bare_post:.3f}"
         )
+        figures |= {"deliverer_s": round(durable), "deliverer_vs_bare_post": round(durable / bare_post, 3)}
+    print(json.dumps(figures))
     return 0
 
 
