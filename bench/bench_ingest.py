@@ -10,6 +10,12 @@
    decoded, as with a live camera; 5 per second are encoded and published), process CPU time
    over wall time, with and without motion gating.
 3. Share of sampled frames motion gating keeps from detection on both shared clips.
+4. Decoder threads (`cameras[].decode_threads`): CPU per decoded frame at 1 thread versus FFmpeg's choice (one
+   per core), and the delay they add on a live stream: H.264 packets written to a FIFO at 25 fps (PyAV, libx264
+   zero-latency, MPEG-TS flushed per packet), each frame's read time minus its packet's write time, as a
+   difference against 1 thread in the same process.
+
+Ends with one JSON line of its figures: {"bench": "ingest", "throughput_fps", "throughput_vs_bare", ...}.
 
 Other processes share the CPUs: the load average is printed with the figures.
 """
@@ -17,8 +23,10 @@ Other processes share the CPUs: the load average is printed with the figures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -39,7 +47,7 @@ from ingest.motion import MotionDetector, MotionGate
 from ingest.publisher import DropOldestQueue, OutgoingFrame, QueueClosed
 from ingest.runner import IngestRunner
 from ingest.sampler import FpsSampler
-from ingest.sources import ReplaySource
+from ingest.sources import ReplaySource, decoder_params
 from vigil.config import CameraConfig, VigilConfig
 from vigil.kafka import ensure_topics, make_producer
 
@@ -134,6 +142,57 @@ def motion_share(path: Path, fps: float | None) -> tuple[int, int, int]:
     return counters.get("sampled"), counters.get("motion_skipped"), keepalives
 
 
+def decode_cpu_ms(path: Path, threads: int, rounds: int = 3) -> float:
+    """CPU ms per decoded frame (every thread of the process) at `threads` decoder threads, best of `rounds`."""
+    best = float("inf")
+    for _ in range(rounds):
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, decoder_params(threads))
+        frames, started = 0, time.process_time()
+        while cap.grab() and cap.retrieve()[0]:
+            frames += 1
+        cap.release()
+        best = min(best, (time.process_time() - started) * 1000 / max(1, frames))
+    return best
+
+
+def live_delay_ms(frames: list[np.ndarray], threads: int, fps: float = 25.0) -> float:
+    """Median delay from writing a frame's H.264 packet to reading the frame back, on a stream paced at `fps`."""
+    import av  # the web extra's PyAV: an encoder that hands over each packet at once (zero-latency tune)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fifo = Path(tmp) / "live.ts"
+        os.mkfifo(fifo)
+        written: list[float] = []
+
+        def write() -> None:
+            with open(fifo, "wb", buffering=0) as raw:
+                out = av.open(raw, "w", format="mpegts", options={"flush_packets": "1"})
+                stream = out.add_stream(
+                    "libx264", rate=int(fps), options={"preset": "ultrafast", "tune": "zerolatency"}
+                )
+                stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+                for image in frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                        out.mux(packet)
+                    written.append(time.perf_counter())
+                    time.sleep(1 / fps)
+                for packet in stream.encode(None):
+                    out.mux(packet)
+                out.close()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        cap = cv2.VideoCapture(str(fifo), cv2.CAP_FFMPEG, decoder_params(threads))
+        read: list[float] = []
+        while cap.read()[0]:
+            read.append(time.perf_counter())
+        cap.release()
+        writer.join()
+    # The first frames wait for the stream to be probed; the steady state is what a live camera sees.
+    steady = [(r - w) * 1000 for r, w in zip(read[20:], written[20:], strict=False)]
+    return statistics.median(steady)
+
+
 def static_scene_share(path: Path, seconds: float = 60.0) -> tuple[int, int]:
     """(sampled, skipped) on a static scene: the clip's first frame held with sensor noise (sigma 2)."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -178,6 +237,7 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
     )
     ensure_topics(config.kafka, [config.topics.frames])
     print(f"load average before: {os.getloadavg()}  (cpus: {os.cpu_count()})")
+    figures: dict[str, object] = {"bench": "ingest"}
     with tempfile.TemporaryDirectory() as tmp:
         clips = {
             "640x480": CLIPS["TUD-Stadtmitte"],
@@ -191,6 +251,8 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
             )
             print(f"{size:>9}: baseline {base:7.1f} fps | ingest {fps:7.1f} fps ({published} published) | "
                   f"ratio {fps / base:.2f} | CPU {cpu:.0f}%")  # fmt: skip
+            figures[f"throughput_fps_{size}"] = round(fps, 1)
+            figures[f"throughput_vs_bare_{size}"] = round(fps / base, 3)
         print("\n# 2. CPU per camera at 5 fps (paced 25 fps replay: every frame decoded, 5/s encoded + published)")
         for size, path in clips.items():
             for motion in (False, True):
@@ -198,6 +260,13 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
                 fps, cpu, published = pipeline(config, camera, args.seconds, True)
                 print(f"{size:>9} motion={'on ' if motion else 'off'}: read {fps:5.1f} fps, "
                       f"published {published / args.seconds:4.1f}/s, CPU {cpu:5.1f}% of one core")  # fmt: skip
+                figures[f"cpu_pct_5fps_{size}_motion_{'on' if motion else 'off'}"] = round(cpu, 1)
+        print("\n# 4. decoder threads: CPU per decoded frame, 1 thread vs FFmpeg's choice (one per core)")
+        for size, path in clips.items():
+            one, auto = decode_cpu_ms(path, 1), decode_cpu_ms(path, 0)
+            print(f"{size:>9}: 1 thread {one:.2f} CPU ms/frame ({1000 / one:.0f} frames/s on one core) | "
+                  f"FFmpeg's choice {auto:.2f} | ratio {auto / one:.2f}")  # fmt: skip
+            figures[f"decode_cpu_ms_{size}"] = {"1": round(one, 3), "auto": round(auto, 3)}
     print("\n# 3. motion gating (default settings, keep-alive 10 s) on the shared footage")
     for name, path in CLIPS.items():
         for fps in (5.0, None):
@@ -208,7 +277,20 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
     sampled, skipped = static_scene_share(CLIPS["TUD-Campus"])
     print(f"{'static scene':>15} at       5 fps: {skipped}/{sampled} sampled frames skipped "
           f"({100 * skipped / sampled:.0f}%) (TUD-Campus frame 0 held 60 s with sensor noise)")  # fmt: skip
+    print("\n# 5. decoder threads: delay added on a live 640x480 stream at 25 fps (packet written -> frame read)")
+    cap = cv2.VideoCapture(str(CLIPS["TUD-Stadtmitte"]), cv2.CAP_FFMPEG)
+    frames: list[np.ndarray] = []
+    while len(frames) < 120 and (read := cap.read())[0]:
+        frames.append(read[1])
+    cap.release()
+    delays = {threads: live_delay_ms(frames, threads) for threads in (1, 2, 4)}
+    for threads, delay in delays.items():
+        print(f"  {threads} thread(s): {delay:5.0f} ms, {delay - delays[1]:+5.0f} ms vs 1 thread "
+              f"({(delay - delays[1]) / 40:+.1f} frames at 25 fps)")  # fmt: skip
+    figures["live_delay_ms"] = {str(t): round(d, 1) for t, d in delays.items()}
+    figures["delay_per_extra_thread_ms"] = round((delays[4] - delays[1]) / 3, 1)
     print(f"\nload average after: {os.getloadavg()}")
+    print(json.dumps(figures))
     return 0
 
 

@@ -88,7 +88,9 @@ class FrameEncoder:
 def make_source(camera: CameraConfig, realtime: bool | None = None) -> FrameSource:
     url = camera.url.get_secret_value()
     if camera.kind == "rtsp":
-        return RtspSource(url, camera.rtsp_transport, camera.open_timeout_s, camera.read_timeout_s)
+        return RtspSource(
+            url, camera.rtsp_transport, camera.open_timeout_s, camera.read_timeout_s, camera.decode_threads
+        )
     r = camera.replay
     return ReplaySource(
         url,
@@ -97,6 +99,7 @@ def make_source(camera: CameraConfig, realtime: bool | None = None) -> FrameSour
         loop=r.loop,
         start_frame=r.start_frame,
         end_frame=r.end_frame,
+        decode_threads=camera.decode_threads,
     )
 
 

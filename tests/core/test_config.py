@@ -260,6 +260,11 @@ CASES = [
         id="reconnect-range",
     ),
     pytest.param(
+        "cameras:\n  - id: a\n    url: rtsp://h/s\n    decode_threads: -1\n",
+        "line 4: cameras[0].decode_threads: Input should be greater than or equal to 0",
+        id="decode-threads-negative",
+    ),
+    pytest.param(
         "kafka:\n  embedded:\n    port: 9092\n    controller_port: 9092\n",
         "line 4: kafka.embedded.controller_port: port and controller_port must differ",
         id="embedded-ports",

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.camera import Backoff, CameraWorker, FrameEncoder
+from ingest.camera import Backoff, CameraWorker, FrameEncoder, make_source
 from ingest.metrics import CameraCounters
 from ingest.motion import MotionDetector, MotionGate
 from ingest.publisher import DropOldestQueue, OutgoingFrame, QueueClosed
@@ -22,9 +22,11 @@ from ingest.sources import (
     CapturedFrame,
     ReplaySource,
     RtspSource,
+    decoder_params,
     ffmpeg_capture_options,
     seqinfo_fps,
 )
+from vigil.config import CameraConfig
 from vigil.contracts import FrameMeta
 from vigil.errors import SourceError
 
@@ -352,3 +354,36 @@ def test_seqinfo_gives_true_fps_and_replay_numbers_frames(tmp_path: Path) -> Non
     got = [folder.read() for _ in range(5)]
     assert [f.frame_index for f in got if f] == [0, 1, 2, 0, 1]
     assert [f.media_ns for f in got if f][:3] == [0, 100_000_000, 200_000_000]
+
+
+# ------------------------------------------------------------------------------------------ decoder threads
+
+
+def test_replay_decodes_with_the_configured_threads_and_the_same_pixels() -> None:
+    """One decoder thread by default (frame threading delays a live stream by a frame per extra thread);
+    the thread count changes nothing in the pixels, and 0 leaves it to FFmpeg (one per core)."""
+    assert decoder_params(0) == []
+    decoded: dict[int, list[np.ndarray]] = {}
+    for threads in (1, 3, 0):
+        source = ReplaySource(str(CAMPUS), realtime=False, end_frame=12, decode_threads=threads)
+        source.open()
+        try:
+            assert source.decoder_threads == threads if threads else source.decoder_threads >= 1
+            decoded[threads] = [frame.image for frame in iter(source.read, None)]
+        finally:
+            source.close()
+    assert len(decoded[1]) == 12
+    for threads in (3, 0):
+        assert all(np.array_equal(a, b) for a, b in zip(decoded[1], decoded[threads], strict=True))
+
+
+def test_camera_config_decode_threads_reaches_the_source() -> None:
+    camera = CameraConfig.model_validate({"id": "c", "kind": "replay", "url": str(CAMPUS)})
+    assert camera.decode_threads == 1
+    source = make_source(camera.model_copy(update={"decode_threads": 2}))
+    assert isinstance(source, ReplaySource)
+    source.open()
+    try:
+        assert source.decoder_threads == 2
+    finally:
+        source.close()

@@ -91,6 +91,13 @@ class CameraConfig(Section):
     max_width: int | None = Field(None, ge=64, le=7680, title="Downscale frames wider than this, pixels")
     jpeg_quality: int = Field(85, ge=30, le=100, title="JPEG quality of published frames")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", title="RTSP transport; TCP survives lossy networks")
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=32,
+        title="FFmpeg decoder threads for this camera's stream (0: FFmpeg's choice, one per core); "
+        "raise it only for a stream one core cannot decode at its frame rate",
+    )
     open_timeout_s: float = Field(10.0, ge=0.5, le=120, title="Timeout for opening the stream, seconds")
     read_timeout_s: float = Field(5.0, ge=0.5, le=120, title="Timeout for one read; a frozen stream is reopened")
     reconnect_initial_s: float = Field(0.5, ge=0.05, le=60, title="First reconnect delay, seconds")
