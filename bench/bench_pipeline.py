@@ -297,7 +297,8 @@ def read_clip(clip: str) -> list[np.ndarray]:
 
 
 def write_h264(path: Path, frames: list[np.ndarray]) -> Path:
-    """An H.264 recording like the shared footage (PyAV's libx264, from the `web` extra), 25 fps."""
+    """An H.264 recording of `frames` (PyAV's libx264, from the `web` extra), 25 fps: the codec cameras send; the
+    shared footage itself is MPEG-4 Part 2."""
     import av
 
     with av.open(str(path), "w") as container:

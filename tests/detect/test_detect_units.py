@@ -64,6 +64,29 @@ def test_preprocessor_layout_colour_and_padding() -> None:
     np.testing.assert_allclose(bgr.tensor[0, :, 60, 10], [114.0] * 3)  # padding below, image at the top
 
 
+@pytest.mark.parametrize("placement", ["center", "top_left"])
+@pytest.mark.parametrize(("order", "scale"), [("rgb", 1 / 255), ("bgr", 1.0)])
+def test_place_writes_every_value_of_a_slice_larger_than_its_canvas(placement: str, order: str, scale: float) -> None:
+    """`place` fills only the border with padding and writes the image once: the slice must equal the plain
+    reference (pad everything, then copy each channel) everywhere, also where a taller frame of the same batch
+    made the slice larger than this frame's canvas, and whatever the buffer held before."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (90, 160, 3), np.uint8)
+    pre = LetterboxPreprocessor((128, 128), order, scale, placement, rect_stride=32)  # type: ignore[arg-type]
+    box = pre.fit(160, 90)
+    out = np.full((3, 128, 128), np.nan, np.float32)  # taller than this frame's canvas, and dirty
+    assert (box.canvas_h, box.canvas_w) != out.shape[1:]
+    assert pre.place(image, out, box) == box
+    sized = cv2.resize(image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(
+        scale
+    )
+    if order == "rgb":
+        sized = sized[..., ::-1]
+    expected = np.full((3, 128, 128), np.float32(114) * np.float32(scale), np.float32)
+    expected[:, box.pad_y : box.pad_y + box.new_h, box.pad_x : box.pad_x + box.new_w] = sized.transpose(2, 0, 1)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_detect_keeps_no_decoder_of_its_own() -> None:
     """Every decode of untrusted bytes in detect goes through vigil.imaging (bounded, probed first)."""
     offenders = [
