@@ -67,8 +67,8 @@ def decoder_params(threads: int) -> list[int]:
 
     One thread by default: FFmpeg's frame threading holds back a frame per extra thread (N threads,
     N-1 frames of delay on a live stream: 15 frames, 0.6 s at 25 fps, on a 16-core box) and costs
-    more CPU per frame (640x480 H.264 here: 0.58-0.63 CPU ms one thread, 0.66-1.03 with two), and
-    a box with several cameras already decodes them in parallel, one thread each."""
+    more CPU per frame (the shared 640x480 MPEG-4 footage here: 0.58 CPU ms at one thread, 0.65 at
+    two), and a box with several cameras already decodes them in parallel, one thread each."""
     return [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
 
 
