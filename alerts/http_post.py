@@ -17,6 +17,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -67,12 +68,31 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _fields(headers: dict[str, str]) -> dict[str, str]:
+    """The request's header fields: JSON, vigil's user agent, then the signing headers."""
+    return {"content-type": "application/json", "user-agent": f"vigil/{__version__}", **headers}
+
+
+def _answered(url: str, status: int, head: bytes, header: Callable[[str], str | None], started: float) -> Attempt:
+    """A response that is not 2xx: its Retry-After, and its Location reduced to scheme://host[:port]."""
+    location = header("Location")
+    return Attempt(
+        status,
+        head,
+        retry_after=header("Retry-After"),
+        seconds=time.monotonic() - started,
+        location=redact_endpoint(urljoin(url, location)) if location else None,
+    )
+
+
+def _failed(url: str, exc: BaseException, reason: str, started: float) -> Attempt:
+    """No response. The exception text may embed the URL (and the token in its path): only its endpoint stays."""
+    reason = reason.replace(url, redact_endpoint(url))
+    return Attempt(None, error=f"{type(exc).__name__}: {reason}", seconds=time.monotonic() - started)
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Attempt:
-    request = urllib.request.Request(url, data=body, method="POST")
-    request.add_header("content-type", "application/json")
-    request.add_header("user-agent", f"vigil/{__version__}")
-    for name, value in headers.items():
-        request.add_header(name, value)
+    request = urllib.request.Request(url, data=body, headers=_fields(headers), method="POST")
     start = time.monotonic()
     try:
         # Redirect handling is the only change from urllib's default opener (proxies, HTTPS stay the same). Built
@@ -83,19 +103,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> At
             return Attempt(response.status, head, seconds=time.monotonic() - start)
     except urllib.error.HTTPError as exc:
         head = exc.read(BODY_HEAD) if exc.fp is not None else b""
-        location = exc.headers.get("Location")
-        return Attempt(
-            exc.code,
-            head,
-            retry_after=exc.headers.get("Retry-After"),
-            seconds=time.monotonic() - start,
-            location=redact_endpoint(urljoin(url, location)) if location else None,
-        )
+        return _answered(url, exc.code, head, exc.headers.get, start)
     except (urllib.error.URLError, *_ERRORS) as exc:
-        reason = str(getattr(exc, "reason", exc))
-        # The exception text may embed the URL (and the token in its path); keep its endpoint only.
-        reason = reason.replace(url, redact_endpoint(url))
-        return Attempt(None, error=f"{type(exc).__name__}: {reason}", seconds=time.monotonic() - start)
+        return _failed(url, exc, str(getattr(exc, "reason", exc)), start)
 
 
 class KeptConnection:
@@ -134,7 +144,7 @@ class KeptConnection:
         if self._proxied:
             return post(url, body, headers, timeout_s)
         start = time.monotonic()
-        fields = {"content-type": "application/json", "user-agent": f"vigil/{__version__}", **headers}
+        fields = _fields(headers)
         try:
             reused = self._conn is not None
             try:
@@ -151,19 +161,10 @@ class KeptConnection:
                 self.close()
         except _ERRORS as exc:
             self.close()
-            reason = str(exc).replace(self.url, redact_endpoint(self.url))
-            return Attempt(None, error=f"{type(exc).__name__}: {reason}", seconds=time.monotonic() - start)
-        seconds = time.monotonic() - start
+            return _failed(url, exc, str(exc), start)
         if 200 <= response.status < 300:
-            return Attempt(response.status, head, seconds=seconds)
-        location = response.getheader("Location")
-        return Attempt(
-            response.status,
-            head,
-            retry_after=response.getheader("Retry-After"),
-            seconds=seconds,
-            location=redact_endpoint(urljoin(url, location)) if location else None,
-        )
+            return Attempt(response.status, head, seconds=time.monotonic() - start)
+        return _answered(url, response.status, head, response.getheader, start)
 
     def _request(self, body: bytes, fields: dict[str, str], timeout_s: float) -> http.client.HTTPResponse:
         if self._conn is None:
