@@ -11,11 +11,13 @@
    over wall time, with and without motion gating.
 3. Share of sampled frames motion gating keeps from detection on both shared clips.
 4. Decoder threads (`cameras[].decode_threads`): CPU per decoded frame at 1 thread versus FFmpeg's choice (one
-   per core), and the delay they add on a live stream: H.264 packets written to a FIFO at 25 fps (PyAV, libx264
+   per core), on both clips.
+5. The delay decoder threads add on a live stream: H.264 packets written to a FIFO at 25 fps (PyAV, libx264
    zero-latency, MPEG-TS flushed per packet), each frame's read time minus its packet's write time, as a
    difference against 1 thread in the same process.
 
-Ends with one JSON line of its figures: {"bench": "ingest", "throughput_fps", "throughput_vs_bare", ...}.
+Ends with one JSON line of its figures: {"bench": "ingest", "throughput_fps_640x480", "throughput_vs_bare_640x480",
+..., "decode_cpu_ms_640x480", ..., "live_delay_ms", "delay_per_extra_thread_ms"}.
 
 Other processes share the CPUs: the load average is printed with the figures.
 """
@@ -261,22 +263,22 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
                 print(f"{size:>9} motion={'on ' if motion else 'off'}: read {fps:5.1f} fps, "
                       f"published {published / args.seconds:4.1f}/s, CPU {cpu:5.1f}% of one core")  # fmt: skip
                 figures[f"cpu_pct_5fps_{size}_motion_{'on' if motion else 'off'}"] = round(cpu, 1)
+        print("\n# 3. motion gating (default settings, keep-alive 10 s) on the shared footage")
+        for name, path in CLIPS.items():
+            for fps in (5.0, None):
+                sampled, skipped, keepalives = motion_share(path, fps)
+                print(f"{name:>15} at {'every frame' if fps is None else f'{fps:.0f} fps':>11}: "
+                      f"{skipped}/{sampled} sampled frames skipped ({100 * skipped / max(1, sampled):.0f}%), "
+                      f"{keepalives} keep-alives")  # fmt: skip
+        sampled, skipped = static_scene_share(CLIPS["TUD-Campus"])
+        print(f"{'static scene':>15} at       5 fps: {skipped}/{sampled} sampled frames skipped "
+              f"({100 * skipped / sampled:.0f}%) (TUD-Campus frame 0 held 60 s with sensor noise)")  # fmt: skip
         print("\n# 4. decoder threads: CPU per decoded frame, 1 thread vs FFmpeg's choice (one per core)")
         for size, path in clips.items():
             one, auto = decode_cpu_ms(path, 1), decode_cpu_ms(path, 0)
             print(f"{size:>9}: 1 thread {one:.2f} CPU ms/frame ({1000 / one:.0f} frames/s on one core) | "
                   f"FFmpeg's choice {auto:.2f} | ratio {auto / one:.2f}")  # fmt: skip
             figures[f"decode_cpu_ms_{size}"] = {"1": round(one, 3), "auto": round(auto, 3)}
-    print("\n# 3. motion gating (default settings, keep-alive 10 s) on the shared footage")
-    for name, path in CLIPS.items():
-        for fps in (5.0, None):
-            sampled, skipped, keepalives = motion_share(path, fps)
-            print(f"{name:>15} at {'every frame' if fps is None else f'{fps:.0f} fps':>11}: "
-                  f"{skipped}/{sampled} sampled frames skipped ({100 * skipped / max(1, sampled):.0f}%), "
-                  f"{keepalives} keep-alives")  # fmt: skip
-    sampled, skipped = static_scene_share(CLIPS["TUD-Campus"])
-    print(f"{'static scene':>15} at       5 fps: {skipped}/{sampled} sampled frames skipped "
-          f"({100 * skipped / sampled:.0f}%) (TUD-Campus frame 0 held 60 s with sensor noise)")  # fmt: skip
     print("\n# 5. decoder threads: delay added on a live 640x480 stream at 25 fps (packet written -> frame read)")
     cap = cv2.VideoCapture(str(CLIPS["TUD-Stadtmitte"]), cv2.CAP_FFMPEG)
     frames: list[np.ndarray] = []
