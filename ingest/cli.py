@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ingest.metrics import default_metrics
-from ingest.publisher import freshness_budget_s, live_producer_options
+from ingest.publisher import frames_linger, freshness_budget_s, live_producer_options
 from ingest.runner import IngestRunner
 from vigil.config import CameraConfig, VigilConfig
 from vigil.errors import ConfigError, ConfigIssue
@@ -56,7 +56,9 @@ def ingest_main(args: argparse.Namespace) -> int:
 
     def connect() -> Any:
         ensure_topics(config.kafka, config.topics)
-        return make_producer(config.kafka, "ingest", **({} if lossless else live_producer_options(config)))
+        return make_producer(
+            config.kafka, "ingest", **(frames_linger(config) if lossless else live_producer_options(config))
+        )
 
     waiting = threading.Event()
     with stop_on_signals(waiting, "giving up waiting for Kafka"):
@@ -144,7 +146,7 @@ def replay_main(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.log_level)
     camera = replay_camera(config, args)
     ensure_topics(config.kafka, config.topics)
-    producer = make_producer(config.kafka, "replay")
+    producer = make_producer(config.kafka, "replay", **frames_linger(config))
     runner = IngestRunner(
         [camera], producer, config.topics.frames.name, default_metrics(), lossless=True, sample_fps=args.fps
     )

@@ -280,6 +280,13 @@ CASES = [
         id="delivery-vs-request",
     ),
     pytest.param(
+        "kafka:\n  request_timeout_ms: 30000\n  producer:\n    delivery_timeout_ms: 31000\n"
+        "    frames_linger_ms: 1000\n",
+        "line 4: kafka.producer.delivery_timeout_ms: producer.delivery_timeout_ms (31000) must be greater than "
+        "producer.frames_linger_ms + request_timeout_ms (31000)",
+        id="delivery-vs-frames-linger",
+    ),
+    pytest.param(
         "topics:\n  frames: {name: t, partitions: 1}\n  detections:\n    name: t\n    partitions: 1\n",
         "line 4: topics.detections.name: topic 't' is already the frames topic",
         id="topic-names-unique",

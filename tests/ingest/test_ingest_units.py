@@ -14,7 +14,7 @@ import pytest
 from ingest.camera import Backoff, CameraWorker, FrameEncoder, make_source
 from ingest.metrics import CameraCounters
 from ingest.motion import MotionDetector, MotionGate
-from ingest.publisher import DropOldestQueue, OutgoingFrame, QueueClosed
+from ingest.publisher import DropOldestQueue, OutgoingFrame, QueueClosed, frames_linger, live_producer_options
 from ingest.sampler import FpsSampler
 from ingest.sources import (
     CAPTURE_OPTIONS_ENV,
@@ -26,7 +26,7 @@ from ingest.sources import (
     ffmpeg_capture_options,
     seqinfo_fps,
 )
-from vigil.config import CameraConfig
+from vigil.config import CameraConfig, VigilConfig
 from vigil.contracts import FrameMeta
 from vigil.errors import SourceError
 
@@ -387,3 +387,16 @@ def test_camera_config_decode_threads_reaches_the_source() -> None:
         assert source.decoder_threads == 2
     finally:
         source.close()
+
+
+def test_frames_producers_linger_frames_linger_ms_and_a_live_delivery_still_covers_it() -> None:
+    # Frames linger on their own setting (a request per 50 KB frame costs more CPU than its encode);
+    # detections and alerts keep `linger_ms`. kafka-python refuses delivery <= linger + request.
+    config = VigilConfig.model_validate(
+        {"kafka": {"producer": {"linger_ms": 5, "frames_linger_ms": 40}}, "detect": {"max_age_s": 3}}
+    )
+    assert frames_linger(config) == {"linger_ms": 40}
+    live = live_producer_options(config)
+    assert live["linger_ms"] == 40
+    assert live["delivery_timeout_ms"] == 2000  # the freshness budget's floor
+    assert live["delivery_timeout_ms"] > live["linger_ms"] + live["request_timeout_ms"]

@@ -102,6 +102,12 @@ class EmbeddedBrokerConfig(Section):
 class ProducerConfig(Section):
     acks: Literal[0, 1, "all"] = Field("all", title="Acknowledgements a produce request waits for")
     linger_ms: int = Field(5, ge=0, le=10_000, title="How long the producer waits to fill a batch, ms")
+    frames_linger_ms: int = Field(
+        5,
+        ge=0,
+        le=10_000,
+        title="linger_ms of ingest's frames producer, ms: fewer produce requests for as much latency",
+    )
     batch_size: int = Field(262_144, ge=1024, le=64 * 1024 * 1024, title="Producer batch size, bytes")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none", title="Compression; JPEG frames do not compress, so none by default"
@@ -222,12 +228,14 @@ class KafkaConfig(Section):
     @model_validator(mode="after")
     def _delivery_covers_request(self) -> KafkaConfig:
         # The producer refuses to start otherwise (kafka-python and the Java client alike).
-        if self.producer.delivery_timeout_ms <= self.producer.linger_ms + self.request_timeout_ms:
-            raise FieldError(
-                ("producer", "delivery_timeout_ms"),
-                f"producer.delivery_timeout_ms ({self.producer.delivery_timeout_ms}) must be greater than "
-                f"producer.linger_ms + request_timeout_ms ({self.producer.linger_ms + self.request_timeout_ms})",
-            )
+        for name in ("linger_ms", "frames_linger_ms"):
+            linger = getattr(self.producer, name)
+            if self.producer.delivery_timeout_ms <= linger + self.request_timeout_ms:
+                raise FieldError(
+                    ("producer", "delivery_timeout_ms"),
+                    f"producer.delivery_timeout_ms ({self.producer.delivery_timeout_ms}) must be greater than "
+                    f"producer.{name} + request_timeout_ms ({linger + self.request_timeout_ms})",
+                )
         return self
 
     @model_validator(mode="after")
