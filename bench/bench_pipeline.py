@@ -582,7 +582,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="throughput runs (interleaved with --compare)")
     parser.add_argument(
-        "--pace", type=float, default=1.15, help="throughput rounds offer this times the free-running warm-up's rate"
+        "--pace", type=float, default=1.15, help="throughput rounds offer this times the rate the stack reached so far"
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="recording length of a paced round at its pace")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
