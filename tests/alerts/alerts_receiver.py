@@ -97,8 +97,13 @@ class Receiver:
         with self._lock:
             return [d.headers["webhook-id"] for d in self.deliveries if 200 <= d.status < 300]
 
-    def wait_for(self, count: int, timeout_s: float) -> list[str]:
+    def wait_for(self, count: int, timeout_s: float, distinct: bool = False) -> list[str]:
+        """The acknowledged webhook ids once `count` deliveries (`distinct`: `count` different ids, for an
+        at-least-once test where a repeat must not stand in for a missing event) arrived, or at the timeout."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and len(self.acked_ids()) < count:
+        while time.monotonic() < deadline:
+            ids = self.acked_ids()
+            if len(set(ids) if distinct else ids) >= count:
+                break
             time.sleep(0.05)
         return self.acked_ids()
