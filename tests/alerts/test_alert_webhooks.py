@@ -297,6 +297,9 @@ class Member:
             enable_auto_commit=False,
             session_timeout_ms=6000,
             heartbeat_interval_ms=300,
+            # A join whose metadata did not yet hold the new topic's partitions is assigned none; a refresh
+            # every second (not kafka-python's 5 minutes) sees them and rebalances.
+            metadata_max_age_ms=1000,
         )
         self.stop = threading.Event()
         self.lock = threading.Lock()
