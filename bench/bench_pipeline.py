@@ -10,14 +10,19 @@ detection function alone and the bare model on the same frames, all in one run (
               ahead of the workers (most frames are published while they load the model), so its window leaves
               out most of ingest's CPU and it is not the figure. One paced round at --pace x that rate follows;
               the counted rounds are paced at --pace x the larger of the two rates.
+* sustained — the cameras a user can add before frames queue: paced rounds searching the highest offered rate
+              the stack keeps up with (detects >= 97 % of what ingest publishes in the window), from the rate
+              reached at --pace up by 8 % a round until it falls behind, then halving the interval (--search
+              rounds). Above it ingest decodes and publishes frames the workers cannot take, on the cores they
+              need, so the rate at --pace reads lower; the larger of the two is the pipeline figure.
 * alone     — `Detector.stream` on the same JPEG bytes read back from the frames topic, in this process.
 * bare      — `session.run` at batch 1 on pre-made tensors with ONNX Runtime's default session options:
               Frigate's rule of thumb, 1000 / inference ms detections a second.
 * cameras   — 5 fps cameras the machine sustains: pipeline frames/s / 5 on the busy footage (motion gating
-              would skip 0-3 % of it), and on a scene idle 80 % of the time, paced the same way (the shared
-              clips separated by static stretches of their own first frame with sensor noise; motion gating on,
-              still frames reuse the last detections: `cameras[].motion.still_frames: publish`,
-              `detect.stationary`).
+              would skip 0-3 % of it), and on a scene idle 80 % of the time, searched the same way from the busy
+              footage's rate up by 30 % a round (the shared clips separated by static stretches of their own
+              first frame with sensor noise; motion gating on, still frames reuse the last detections:
+              `cameras[].motion.still_frames: publish`, `detect.stationary`).
 * latency   — capture of the frame that started an alert -> webhook received, `started` events only, with the
               recording paced at half the measured capacity; p50/p99 and per hop (ingest publish, frames lag,
               batch wait, inference, detections publish, aggregator, webhook) from the timestamps the records
@@ -28,7 +33,7 @@ detection function alone and the bare model on the same frames, all in one run (
 Ends with one JSON line: {"bench": "pipeline", "model", "pipeline_fps", "alone_fps", "bare_fps", ...}.
 
     .venv/bin/python bench/bench_pipeline.py [--workers 1] [--threads 0] [--model yolox_nano] [--rounds 2]
-        [--pace 1.15] [--seconds 20] [--set detect.max_wait_ms=10 ...] [--compare detect.spin_wait=never,always]
+        [--pace 1.15] [--search 4] [--seconds 20] [--set detect.max_wait_ms=10 ...] [--compare detect.spin_wait=never,always]
         [--skip-latency] [--skip-idle]
 """
 
@@ -45,6 +50,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,18 +62,27 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _pipeline_measure import (  # noqa: E402
+    HOPS,
+    INFERENCE_PARTS,
+    StallProbe,
+    Throughput,
+    alone_fps,
+    bare_fps,
+    hop_breakdown,
+    load,
+    model_busy,
+    throughput,
+    topic_records,
+    tree_cpu_s,
+)
+from _scenes import SHARED, idle_scene, latency_scene, read_clip, write_h264  # noqa: E402
+
 from detect.detector import Detector  # noqa: E402
 from vigil.broker import EmbeddedBroker  # noqa: E402
 from vigil.config import VigilConfig  # noqa: E402
 from vigil.config.loader import parse_config  # noqa: E402
-from vigil.contracts import AlertRecord, DetectionsRecord  # noqa: E402
-from vigil.kafka import make_consumer  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-CLIPS = ("TUD-Stadtmitte", "TUD-Campus")
-HOPS = ("ingest publish", "frames lag", "batch wait", "inference", "detections publish", "aggregator", "webhook")
-# What the inference hop is made of, printed under it.
-INFERENCE_PARTS = ("decode", "model busy", "session.run", "post-process")
 MAX_CAMERA_FPS = 60  # cameras[].fps's bound: more offered frames/s take more cameras
 
 
@@ -231,297 +246,68 @@ def spread_ids(count: int, partitions: int) -> list[str]:
     return ids
 
 
-def tree_cpu_s(root: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) of process `root` and each descendant alive now, from /proc, with its role:
-    the vigil subcommand it runs (`ingest`, `detect`, `alerts`, `up`), else its program's name."""
-    if root <= 0:
-        return {}
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    result: dict[int, tuple[str, float]] = {}
-    frontier = [root]
-    while frontier:
-        pid = frontier.pop()
-        if pid not in stats:
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv]
-        role = next((w for w in words if w in ("ingest", "detect", "alerts", "web", "up")), Path(words[0]).name)
-        result[pid] = (role, stats[pid][1])
-        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
-    return result
-
-
 def pacing(total_fps: float, cameras: int) -> tuple[int, float]:
     """(cameras, frames/s each) that offer `total_fps` in all: at least `cameras`, each at most MAX_CAMERA_FPS."""
     count = max(cameras, math.ceil(total_fps / MAX_CAMERA_FPS))
     return count, round(total_fps / count, 1)
 
 
-def cpu_ms_per_frame(
-    samples: list[tuple[int, dict[str, float]]], window: tuple[int, int], frames: int
-) -> dict[str, float]:
-    """CPU ms per frame over `window` (wall ns) in which `frames` frames were detected, by role and in `total`."""
-    times = np.array([t for t, _ in samples], np.float64)
-    roles = sorted({role for _, cpu in samples for role in cpu})
-    result = {}
-    for role in roles:
-        cpu = np.array([c.get(role, 0.0) for _, c in samples])
-        used = np.interp(window[1], times, cpu) - np.interp(window[0], times, cpu)
-        result[role] = float(used * 1000 / max(1, frames))
-    result["total"] = sum(result.values())
-    return result
-
-
-def topic_records(config: VigilConfig, topic: str) -> list[Any]:
-    consumer = make_consumer(config.kafka, "bench", None, [topic], consumer_timeout_ms=3000)
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
-
-
-def load(path: Path) -> VigilConfig:
-    return parse_config(path.read_text(), str(path), {})
-
-
-def model_busy(records: list[DetectionsRecord]) -> float:
-    """Share of the window the model ran: each batch's session.run time once (the records of one batch
-    share their publish time and worker), summed, over first-to-last wall time (workers add up)."""
-    batches = {(r.produced_ns, r.timings.infer_ms) for r in records if r.reused_from is None}
-    produced = [r.produced_ns for r in records]
-    span_ms = (max(produced) - min(produced)) / 1e6
-    return sum(ms for _, ms in batches) / max(span_ms, 1.0)
+KEPT_UP = 0.97  # a round kept up when it detected this share of the frames offered in its window
 
 
 @dataclass(frozen=True)
-class Throughput:
-    fps: float
-    records: list[DetectionsRecord]  # the unique frames detected in the window
-    window: tuple[int, int]  # wall ns
-    ahead: float  # share of the frames published before the first detections record
-    offered_fps: float  # frames/s ingest published while the window lasted
+class Sustained:
+    """The highest offered rate at which the stack kept up (detected >= KEPT_UP x offered in the window):
+    the cameras a user can add before frames queue. A pace above it makes ingest decode and publish frames
+    the workers cannot take, which costs the cores they need, so throughput under overload reads lower."""
 
-    def cpu(self, samples: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
-        """CPU ms per frame by role: ingest's per frame it published (a pace above capacity makes it publish
-        more than the stack detects), every other role's per frame detected, all within the window."""
-        detected = cpu_ms_per_frame(samples, self.window, len(self.records) - 1)
-        seconds = (self.window[1] - self.window[0]) / 1e9
-        published = cpu_ms_per_frame(samples, self.window, max(1, round(self.offered_fps * seconds) - 1))
-        if "ingest" in detected:
-            detected["ingest"] = published["ingest"]
-        detected["total"] = sum(ms for role, ms in detected.items() if role != "total")
-        return detected
+    run: Throughput | None  # that round; None when no round kept up
+    samples: list[tuple[int, dict[str, float]]]
+    tried: list[tuple[float, float]]  # (offered, detected) frames/s of each round, in order
+
+    @property
+    def fps(self) -> float:
+        return self.run.fps if self.run else 0.0
 
 
-def throughput(config: VigilConfig, while_publishing: bool = True) -> Throughput:
-    """Steady frames/s from the first detections record to the last one produced while ingest was still
-    publishing (`while_publishing=False`: to the last one). A frame published before the window (while the
-    workers load the model and join the group) cost ingest its CPU outside it, and after ingest's last frame
-    the stack drains a backlog with ingest idle: either way the window would not hold the stack's whole cost."""
-    records = [DetectionsRecord.from_bytes(m.value) for m in topic_records(config, config.topics.detections.name)]
-    unique = sorted({r.frame_key: r for r in records}.values(), key=lambda r: r.produced_ns)
-    published = sorted(m.timestamp * 1_000_000 for m in topic_records(config, config.topics.frames.name))
-    start = unique[0].produced_ns
-    end = min(unique[-1].produced_ns, published[-1]) if while_publishing else unique[-1].produced_ns
-    inside = [r for r in unique if r.produced_ns <= end]
-    if end <= start or len(inside) < 20:
-        raise SystemExit(
-            f"ingest published its last frame {(start - published[-1]) / 1e9:.1f} s before the first detections "
-            "record: the recording is too short for its pace (raise --repeat or lower --pace)"
-        )
-    offered = sum(start <= t <= end for t in published)
-    return Throughput(
-        fps=(len(inside) - 1) / ((end - start) / 1e9),
-        records=inside,
-        window=(start, end),
-        ahead=sum(t < start for t in published) / len(published),
-        offered_fps=offered / ((end - start) / 1e9),
-    )
-
-
-def read_clip(clip: str) -> list[np.ndarray]:
-    import cv2
-
-    capture = cv2.VideoCapture(str(SHARED / "footage" / clip / (clip + ".mp4")))
-    frames = []
-    while (frame := capture.read())[0]:
-        frames.append(frame[1])
-    capture.release()
-    return frames
-
-
-def write_h264(path: Path, frames: list[np.ndarray]) -> Path:
-    """An H.264 recording of `frames` (PyAV's libx264, from the `web` extra), 25 fps: the codec cameras send; the
-    shared footage itself is MPEG-4 Part 2."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": "18", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def idle_scene(path: Path, idle_share: float = 0.8, noise: float = 3.0) -> Path:
-    """The shared clips, each preceded by a static stretch of its own first frame with Gaussian sensor noise,
-    so that `idle_share` of all frames are idle."""
-    clips = [read_clip(clip) for clip in CLIPS]
-    moving = sum(len(c) for c in clips)
-    static_each = round(moving * idle_share / (1 - idle_share) / len(clips))
-    rng = np.random.default_rng(0)
-    frames: list[np.ndarray] = []
-    for clip in clips:
-        base = clip[0].astype(np.float32)
-        frames += [
-            np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8) for _ in range(static_each)
-        ]
-        frames += clip
-    return write_h264(path, frames)
-
-
-def latency_scene(path: Path, clip: str, lead_s: float = 8.0, gap_s: float = 3.0, repeats: int = 3) -> Path:
-    """The clip `repeats` times, after `lead_s` and between `gap_s` of an empty grey scene (25 fps): the stack
-    is warm and the group joined when people first appear, and every repeat starts its alerts afresh (the
-    tracks are lost in the gap) in the steady state that the latency target is about."""
-    frames = read_clip(clip)
-    rng = np.random.default_rng(0)
-
-    def grey(seconds: float) -> list[np.ndarray]:
-        base = np.full(frames[0].shape, 118, np.float32)
-        return [
-            np.clip(base + rng.normal(0, 2.0, base.shape), 0, 255).astype(np.uint8) for _ in range(int(seconds * 25))
-        ]
-
-    scene = grey(lead_s)
-    for _ in range(repeats):
-        scene += frames + grey(gap_s)
-    return write_h264(path, scene)
-
-
-def bare_fps(detector: Detector, frames: list[bytes], count: int = 48) -> tuple[float, float]:
-    """`session.run` at batch 1 on pre-made tensors: (frames/s, frames per CPU second), the better of ONNX
-    Runtime's default session options (threads spin) and vigil's (they do not)."""
-    import onnxruntime as ort
-
-    from vigil.imaging import decode_image
-
-    # The model's own (square) input: the rule of thumb is for the model as exported, not vigil's rectangular
-    # canvases (`detect.rect_input`), which the pipeline and alone figures use.
-    square = detector.preprocessor.square()
-    tensors = [square([decode_image(f)]).tensor for f in frames[:count]]
-    best_wall = best_cpu = 0.0
-    for session in (ort.InferenceSession(str(detector.manifest.onnx_path), providers=["CPUExecutionProvider"]),
-                    detector.session):  # fmt: skip
-        name = session.get_inputs()[0].name
-        for tensor in tensors[:3]:
-            session.run(None, {name: tensor})
-        started, cpu = time.perf_counter(), time.process_time()
-        for tensor in tensors:
-            session.run(None, {name: tensor})
-        best_wall = max(best_wall, len(tensors) / (time.perf_counter() - started))
-        best_cpu = max(best_cpu, len(tensors) / (time.process_time() - cpu))
-    return best_wall, best_cpu
-
-
-def alone_fps(detector: Detector, frames: list[bytes], batch: int) -> float:
-    batches = [frames[i : i + batch] for i in range(0, len(frames), batch)]
-    for _ in detector.stream(batches[:2]):
-        pass  # warm-up
-    started = time.perf_counter()
-    for _ in detector.stream(batches):
-        pass
-    return len(frames) / (time.perf_counter() - started)
-
-
-def hop_breakdown(config: VigilConfig, started: list[tuple[dict[str, Any], int]]) -> dict[str, list[float]]:
-    """Per started alert delivered: milliseconds of each hop, from the records' own timestamps."""
-    frames = {
-        f"{m.topic}/{m.partition}/{m.offset}": m.timestamp for m in topic_records(config, config.topics.frames.name)
-    }
-    detections = {}
-    for m in topic_records(config, config.topics.detections.name):
-        record = DetectionsRecord.from_bytes(m.value)
-        detections.setdefault(record.frame_key, record)
-    alert_ts = {}
-    for m in topic_records(config, config.topics.alerts.name):
-        alert = AlertRecord.from_bytes(m.value)
-        if alert.event == "started":
-            alert_ts.setdefault(alert.alert_id, m.timestamp)
-    hops: dict[str, list[float]] = {name: [] for name in (*HOPS, *INFERENCE_PARTS, "total")}
-    for body, received_ns in started:
-        alert = AlertRecord.from_bytes(json.dumps(body).encode())
-        key = f"{alert.frame.topic}/{alert.frame.partition}/{alert.frame.offset}"
-        record = detections.get(key)
-        if record is None or key not in frames or alert.alert_id not in alert_ts:
-            continue
-        t = record.timings
-        capture = record.capture_ns
-        created_ns = capture + alert.latency_ms * 1e6
-        values = {
-            "ingest publish": frames[key] - capture / 1e6,
-            "frames lag": t.queue_wait_ms - t.batch_wait_ms,
-            "batch wait": t.batch_wait_ms,
-            "inference": t.decode_ms + t.infer_wait_ms + t.infer_ms + t.post_ms,
-            "decode": t.decode_ms,
-            "model busy": t.infer_wait_ms,  # the prepared batch waited for the batch before it
-            "session.run": t.infer_ms,
-            "post-process": t.post_ms,
-            "detections publish": (created_ns - record.produced_ns) / 1e6,
-            "aggregator": alert_ts[alert.alert_id] - created_ns / 1e6,
-            "webhook": received_ns / 1e6 - alert_ts[alert.alert_id],
-            "total": (received_ns - capture) / 1e6,
-        }
-        for name, value in values.items():
-            hops[name].append(value)
-    return hops
-
-
-class StallProbe(threading.Thread):
-    """While the stack runs: how late an idle thread of this (quiet) process wakes from 2 ms sleeps, and the
-    hypervisor's steal time. A tail that every hop shares at once is the machine's, not the stack's."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.late_ms: list[float] = []
-        self.done = threading.Event()
-        self.steal = self.total = 0
-
-    @staticmethod
-    def _cpu_jiffies() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
-
-    def run(self) -> None:
-        steal, total = self._cpu_jiffies()
-        before = time.perf_counter()
-        while not self.done.is_set():
-            time.sleep(0.002)
-            now = time.perf_counter()
-            self.late_ms.append((now - before - 0.002) * 1000)
-            before = now
-        after = self._cpu_jiffies()
-        self.steal, self.total = after[0] - steal, after[1] - total
-
-    def summary(self) -> dict[str, float]:
-        late = np.asarray(self.late_ms or [0.0])
-        return {"steal_pct": round(100 * self.steal / max(self.total, 1), 2),
-                "wake_late_p999_ms": round(float(np.percentile(late, 99.9)), 1),
-                "wake_late_max_ms": round(float(late.max()), 1)}  # fmt: skip
+def sustained(
+    bench: Bench,
+    recording: Callable[[float], Path],
+    motion: bool,
+    start_fps: float,
+    cameras: int,
+    rounds: int,
+    step: float,
+    label: str,
+) -> Sustained:
+    """Search the offered rate: up by `step` while the stack keeps up (down while it does not), then halve
+    the interval between the highest rate kept up and the lowest not, for `rounds` paced rounds in all.
+    `recording(camera_fps)` gives the video each camera replays at that rate."""
+    low: tuple[float, Throughput, list[tuple[int, dict[str, float]]]] | None = None
+    high = math.inf
+    target = start_fps
+    tried: list[tuple[float, float]] = []
+    for n in range(rounds):
+        count, camera_fps = pacing(target, cameras)
+        path = bench.config(recording(camera_fps), True, camera_fps, motion, [], count, camera_fps)
+        samples = bench.run_stack(path)
+        run = throughput(load(path))
+        kept = run.fps >= KEPT_UP * run.offered_fps
+        tried.append((run.offered_fps, run.fps))
+        print(f"  {label} search {n + 1}/{rounds}: {count} cameras x {camera_fps} frames/s: {run.fps:.1f} of "
+              f"{run.offered_fps:.1f} offered: {'kept up' if kept else 'fell behind'} "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+        if kept and (low is None or target > low[0]):
+            low = (target, run, samples)
+        elif not kept:
+            high = min(high, target)
+        if high == math.inf:
+            target *= step
+        elif low is None:
+            target /= step
+        else:
+            target = (low[0] + high) / 2
+    return Sustained(low[1] if low else None, low[2] if low else [], tried)
 
 
 def latency(bench: Bench, receiver: Receiver, clip: str, fps: float, cameras: int, repeats: int = 3) -> dict[str, Any]:
@@ -584,6 +370,9 @@ def main() -> int:
     parser.add_argument(
         "--pace", type=float, default=1.15, help="throughput rounds offer this times the rate the stack reached so far"
     )
+    parser.add_argument(
+        "--search", type=int, default=4, metavar="N", help="paced rounds of each sustained-rate search (0: none)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="recording length of a paced round at its pace")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--compare", metavar="KEY=V1,V2", help="throughput of each value, interleaved")
@@ -610,11 +399,8 @@ def main() -> int:
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     bench = Bench(work, args.model, args.workers, args.threads, f"http://127.0.0.1:{receiver.server_address[1]}/hook",
                   (free_port(), free_port()), overrides, args.cameras)  # fmt: skip
-    video = SHARED / "footage" / args.clip / (args.clip + ".mp4")
-    # Throughput over a few hundred frames rather than one short clip: steadier figures on a shared machine.
-    busy = write_h264(work / "busy.mp4", read_clip(args.clip) * args.repeat) if args.repeat > 1 else video
     print(f"machine load: {os.getloadavg()} (1, 5, 15 min) on {os.cpu_count()} cores; other processes share them")
-    first = bench.config(busy, realtime=False, fps=25, motion=False, extra=[])
+    first = bench.config(SHARED / "footage" / args.clip / (args.clip + ".mp4"), False, 25, False, [])
     broker = EmbeddedBroker(load(first).kafka.embedded)
     broker.start()
     bench.broker_pid = broker.status().pid or 0
@@ -624,123 +410,10 @@ def main() -> int:
         if args.latency_fps:
             figures |= latency(bench, receiver, args.clip, args.latency_fps, args.cameras, args.latency_repeats)
             return emit(figures)
-        # 1. Throughput. A free-running replay (as fast as Kafka accepts) runs ahead of the workers: most of its
-        # frames are published while they load the model, so ingest's CPU falls outside the measured window and
-        # the stack looks bigger than it is. That round warms the broker and gives a first rate; a round paced
-        # at --pace x that rate measures the stack with ingest publishing throughout, and the rounds that count
-        # are paced at --pace x the larger of the two rates (frames offered above capacity cost ingest CPU the
-        # detections do not need, so its CPU is counted per frame published). Each is measured while ingest
-        # still publishes.
-        warm_up = bench.config(busy, False, 25, False, [])
-        bench.run_stack(warm_up)
-        free = throughput(load(warm_up), while_publishing=False)
-        clip = read_clip(args.clip)
-        cameras, camera_fps = pacing(args.pace * free.fps, args.cameras)
-        paced = write_h264(work / "paced.mp4", clip * math.ceil(camera_fps * args.seconds / len(clip)))
-        calibration = bench.config(paced, True, camera_fps, False, [], cameras, camera_fps)
-        bench.run_stack(calibration)
-        calibrated = throughput(load(calibration))
-        print(f"  free-running warm-up: {free.fps:.1f} frames/s, {free.ahead:.0%} of its frames published before "
-              f"the first detections record; paced at {args.pace}x that: {calibrated.fps:.1f}", flush=True)  # fmt: skip
-        # The larger of the two: a machine that drifts between rounds should not cap the counted ones at the pace.
-        paced_cameras, camera_fps = pacing(args.pace * max(free.fps, calibrated.fps), args.cameras)
-        print(f"  paced rounds: {paced_cameras} cameras at {camera_fps} frames/s each ({args.pace}x)", flush=True)
-        key, values = args.compare.split("=", 1) if args.compare else ("", "")
-        variants = (
-            [v if key in ("tree", "layout") else parse_value(v) for v in values.split(",")] if args.compare else [None]
-        )
-        best: dict[int, float] = {}
-        cpu_best: dict[int, float] = {}
-        cpu_roles: dict[int, dict[str, float]] = {}
-        last: VigilConfig | None = None
-        for round_ in range(args.rounds):
-            for index, value in enumerate(variants):
-                extra: list[tuple[str, Any]] = [(key, value)] if args.compare and key not in ("tree", "layout") else []
-                workers, tree = None, None
-                if key == "layout":
-                    workers, threads = (int(v) for v in str(value).split("x"))
-                    extra = [("detect.intra_op_threads", threads)]
-                elif key == "tree":
-                    tree = str(value)
-                path = bench.config(paced, True, camera_fps, False, extra, paced_cameras, camera_fps)
-                samples = bench.run_stack(path, workers, tree)
-                run = throughput(load(path))
-                cpu = run.cpu(samples)
-                best[index] = max(best.get(index, 0.0), run.fps)
-                if cpu["total"] < cpu_best.get(index, 1e9):
-                    cpu_best[index], cpu_roles[index] = cpu["total"], cpu
-                label = f"{key}={value}" if args.compare else "defaults"
-                parts = ", ".join(f"{role} {ms:.1f}" for role, ms in cpu.items() if role != "total" and ms >= 0.05)
-                kept_up = (
-                    " (kept up with the pace: capacity is higher, raise --pace)"
-                    if run.fps >= 0.97 * run.offered_fps
-                    else ""
-                )
-                print(f"  round {round_ + 1}: {label}: {run.fps:.1f} frames/s over {len(run.records)} frames with "
-                      f"{run.offered_fps:.1f} offered{kept_up}, {cpu['total']:.1f} CPU ms/frame ({parts}), model busy "
-                      f"{model_busy(run.records):.0%} (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
-                if index == 0:
-                    last = load(path)
-        assert last is not None
-        pipeline_fps = best[0]
-        if args.compare:
-            for index, value in enumerate(variants):
-                print(f"{key}={value}: {best[index]:.1f} frames/s = {best[index] / best[0]:.3f}x {key}={variants[0]}; "
-                      f"{cpu_best[index]:.1f} CPU ms/frame = {cpu_best[0] / cpu_best[index]:.3f}x fewer")  # fmt: skip
-            figures["compare"] = {str(v): round(best[i], 2) for i, v in enumerate(variants)}
-            figures["compare_cpu_ms_per_frame"] = {str(v): round(cpu_best[i], 2) for i, v in enumerate(variants)}
-
-        # 2. The detection function alone and the bare model on the same JPEG bytes.
-        frames = [m.value for m in topic_records(last, last.topics.frames.name)]
-        detector = Detector.from_config(last.detect)
-        # Interleaved rounds, best kept, as for the stack: a shared machine's slow moment hurts one round.
-        alone = bare = bare_cpu_fps = 0.0
-        for _ in range(max(2, args.rounds)):
-            alone = max(alone, alone_fps(detector, frames, last.detect.batch_size))
-            wall, per_cpu_s = bare_fps(detector, frames)
-            bare, bare_cpu_fps = max(bare, wall), max(bare_cpu_fps, per_cpu_s)
-        cores = os.cpu_count() or 1
-        cpu_cameras = cores * 1000 / cpu_best[0] / 5
-        print(f"pipeline: {pipeline_fps:.1f} frames/s ({args.workers} worker(s), best of {args.rounds}); "
-              f"{cpu_best[0]:.1f} CPU ms/frame for the whole stack and broker = {cpu_cameras:.1f} cameras at 5 fps "
-              f"if it had the {cores} cores to itself")  # fmt: skip
-        print(f"detection alone: {alone:.1f} frames/s (batch {last.detect.batch_size}); bare session.run "
-              f"{bare:.1f} frames/s = {1000 / bare:.1f} ms/frame")  # fmt: skip
-        print(f"pipeline / alone {pipeline_fps / alone:.3f}x (target >= 0.90), alone / bare {alone / bare:.3f}x")
-        print(f"cameras at 5 fps (busy footage): {pipeline_fps / 5:.1f}; Frigate's rule 1000/{1000 / bare:.1f} ms "
-              f"/ 5 = {bare / 5:.1f} cameras; {pipeline_fps / bare:.3f}x the rule")  # fmt: skip
-        figures |= {"pipeline_fps": round(pipeline_fps, 2), "alone_fps": round(alone, 2), "bare_fps": round(bare, 2),
-                    "pipeline_vs_alone": round(pipeline_fps / alone, 3), "cameras_5fps": round(pipeline_fps / 5, 2),
-                    "frigate_rule_cameras": round(bare / 5, 2), "cpu_ms_per_frame": round(cpu_best[0], 2),
-                    "cpu_ms_per_frame_by_process": {r: round(v, 2) for r, v in cpu_roles[0].items()},
-                    "cameras_5fps_by_cpu": round(cpu_cameras, 2),
-                    "frigate_rule_cameras_by_cpu": round(cores * bare_cpu_fps / 5, 2),
-                    "cameras_vs_frigate_rule": round(pipeline_fps / bare, 3)}  # fmt: skip
-
-        # 3. A scene idle 80 % of the time, motion gating on, still frames reusing the last detections.
+        pipeline_fps, last = busy_throughput(bench, args, figures)
+        alone_and_bare(last, args.rounds, pipeline_fps, figures)
         if not args.skip_idle:
-            # Paced as the busy footage is, from a free-running warm-up of its own.
-            scene = idle_scene(work / "idle80.mp4")
-            warm_up = bench.config(scene, False, 25, True, [])
-            bench.run_stack(warm_up)
-            free_idle = throughput(load(warm_up), while_publishing=False).fps
-            idle_cameras, idle_camera_fps = pacing(args.pace * free_idle, args.cameras)
-            path = bench.config(scene, True, idle_camera_fps, True, [], idle_cameras, idle_camera_fps)
-            samples = bench.run_stack(path)
-            run = throughput(load(path))
-            idle_fps, records = run.fps, run.records
-            idle_cpu = run.cpu(samples)["total"]
-            reused = sum(r.reused_from is not None for r in records)
-            print(f"  idle 80 % scene: {idle_cameras} cameras at {idle_camera_fps} frames/s each, "
-                  f"{run.offered_fps:.1f} offered in the window", flush=True)  # fmt: skip
-            print(f"idle 80 % scene (labelled as such): {idle_fps:.1f} frames/s = {idle_fps / 5:.1f} cameras at 5 fps; "
-                  f"{idle_cpu:.1f} CPU ms/frame = {cores * 1000 / idle_cpu / 5:.1f} cameras with the cores to itself; "
-                  f"{reused}/{len(records)} frames reused the last detections")  # fmt: skip
-            figures |= {"idle80_pipeline_fps": round(idle_fps, 2), "idle80_cameras_5fps": round(idle_fps / 5, 2),
-                        "idle80_cpu_ms_per_frame": round(idle_cpu, 2),
-                        "idle80_cameras_5fps_by_cpu": round(cores * 1000 / idle_cpu / 5, 2),
-                        "idle80_reused_share": round(reused / max(1, len(records)), 3)}  # fmt: skip
-
+            idle_throughput(bench, args, pipeline_fps, figures)
         # 4. Latency at about half of capacity: the recording paced at half the measured rate.
         if not args.skip_latency:
             half = min(25.0, max(1.0, round(pipeline_fps / 2 / args.cameras)))  # per camera
@@ -749,6 +422,151 @@ def main() -> int:
         broker.stop()
         receiver.shutdown()
     return emit(figures)
+
+
+def busy_throughput(bench: Bench, args: argparse.Namespace, figures: dict[str, Any]) -> tuple[float, VigilConfig]:
+    """1. Throughput on the busy footage: (the frames/s that count, the config of a counted round).
+
+    A free-running replay (as fast as Kafka accepts) runs ahead of the workers: most of its frames are
+    published while they load the model, so ingest's CPU falls outside the measured window and the stack
+    looks bigger than it is. That round warms the broker and gives a first rate; a round paced at --pace x
+    that rate measures the stack with ingest publishing throughout, and the counted rounds are paced at
+    --pace x the larger of the two rates (frames offered above capacity cost ingest CPU the detections do not
+    need, so its CPU is counted per frame published). Each is measured while ingest still publishes. Then
+    the sustained-rate search: the highest pace the stack keeps up with, which is the figure that counts."""
+    clip = read_clip(args.clip)
+    work = bench.work
+    # Throughput over a few hundred frames rather than one short clip: steadier figures on a shared machine.
+    busy = write_h264(work / "busy.mp4", clip * args.repeat)
+    warm_up = bench.config(busy, False, 25, False, [])
+    bench.run_stack(warm_up)
+    free = throughput(load(warm_up), while_publishing=False)
+    recordings: dict[int, Path] = {}
+
+    def recording(camera_fps: float) -> Path:
+        """The clip repeated to last --seconds at `camera_fps` (written once per length)."""
+        repeats = math.ceil(camera_fps * args.seconds / len(clip))
+        if repeats not in recordings:
+            recordings[repeats] = write_h264(work / f"paced-{repeats}.mp4", clip * repeats)
+        return recordings[repeats]
+
+    cameras, camera_fps = pacing(args.pace * free.fps, args.cameras)
+    calibration = bench.config(recording(camera_fps), True, camera_fps, False, [], cameras, camera_fps)
+    bench.run_stack(calibration)
+    calibrated = throughput(load(calibration))
+    print(f"  free-running warm-up: {free.fps:.1f} frames/s, {free.ahead:.0%} of its frames published before "
+          f"the first detections record; paced at {args.pace}x that: {calibrated.fps:.1f}", flush=True)  # fmt: skip
+    # The larger of the two: a machine that drifts between rounds should not cap the counted ones at the pace.
+    paced_cameras, camera_fps = pacing(args.pace * max(free.fps, calibrated.fps), args.cameras)
+    paced = recording(camera_fps)
+    print(f"  paced rounds: {paced_cameras} cameras at {camera_fps} frames/s each ({args.pace}x)", flush=True)
+    key, values = args.compare.split("=", 1) if args.compare else ("", "")
+    variants = (
+        [v if key in ("tree", "layout") else parse_value(v) for v in values.split(",")] if args.compare else [None]
+    )
+    best: dict[int, float] = {}
+    cpu_best: dict[int, float] = {}
+    cpu_roles: dict[int, dict[str, float]] = {}
+    last: VigilConfig | None = None
+    for round_ in range(args.rounds):
+        for index, value in enumerate(variants):
+            extra: list[tuple[str, Any]] = [(key, value)] if args.compare and key not in ("tree", "layout") else []
+            workers, tree = None, None
+            if key == "layout":
+                workers, threads = (int(v) for v in str(value).split("x"))
+                extra = [("detect.intra_op_threads", threads)]
+            elif key == "tree":
+                tree = str(value)
+            path = bench.config(paced, True, camera_fps, False, extra, paced_cameras, camera_fps)
+            samples = bench.run_stack(path, workers, tree)
+            run = throughput(load(path))
+            cpu = run.cpu(samples)
+            best[index] = max(best.get(index, 0.0), run.fps)
+            if cpu["total"] < cpu_best.get(index, 1e9):
+                cpu_best[index], cpu_roles[index] = cpu["total"], cpu
+            label = f"{key}={value}" if args.compare else "defaults"
+            parts = ", ".join(f"{role} {ms:.1f}" for role, ms in cpu.items() if role != "total" and ms >= 0.05)
+            kept_up = " (kept up with the pace: capacity is higher)" if run.fps >= KEPT_UP * run.offered_fps else ""
+            print(f"  round {round_ + 1}: {label}: {run.fps:.1f} frames/s over {len(run.records)} frames with "
+                  f"{run.offered_fps:.1f} offered{kept_up}, {cpu['total']:.1f} CPU ms/frame ({parts}), model busy "
+                  f"{model_busy(run.records):.0%} (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+            if index == 0:
+                last = load(path)
+    assert last is not None
+    if args.compare:
+        for index, value in enumerate(variants):
+            print(f"{key}={value}: {best[index]:.1f} frames/s = {best[index] / best[0]:.3f}x {key}={variants[0]}; "
+                  f"{cpu_best[index]:.1f} CPU ms/frame = {cpu_best[0] / cpu_best[index]:.3f}x fewer")  # fmt: skip
+        figures["compare"] = {str(v): round(best[i], 2) for i, v in enumerate(variants)}
+        figures["compare_cpu_ms_per_frame"] = {str(v): round(cpu_best[i], 2) for i, v in enumerate(variants)}
+        return best[0], last
+    cores = os.cpu_count() or 1
+    overload = best[0]
+    print(f"paced at {args.pace}x: {overload:.1f} frames/s ({args.workers} worker(s), best of {args.rounds}); "
+          f"{cpu_best[0]:.1f} CPU ms/frame for the whole stack and broker = {cores * 1000 / cpu_best[0] / 5:.1f} "
+          f"cameras at 5 fps if it had the {cores} cores to itself")  # fmt: skip
+    figures |= {"overload_fps": round(overload, 2), "cpu_ms_per_frame": round(cpu_best[0], 2),
+                "cpu_ms_per_frame_by_process": {r: round(v, 2) for r, v in cpu_roles[0].items()},
+                "cameras_5fps_by_cpu": round(cores * 1000 / cpu_best[0] / 5, 2)}  # fmt: skip
+    if not args.search:
+        return overload, last
+    # Overloaded, the stack detected a rate it can sustain at least: the search starts there.
+    found = sustained(bench, recording, False, overload, args.cameras, args.search, 1.08, "busy footage")
+    figures["sustained_tried"] = [[round(o, 1), round(d, 1)] for o, d in found.tried]
+    if found.run is None:
+        print(f"sustained: no paced round kept up; the figure is the one at {args.pace}x")
+        return overload, last
+    cpu = found.run.cpu(found.samples)
+    print(f"sustained: {found.fps:.1f} frames/s kept up with ({found.run.offered_fps:.1f} offered), "
+          f"{cpu['total']:.1f} CPU ms/frame; {found.fps / overload:.3f}x the rate at {args.pace}x")  # fmt: skip
+    figures |= {"sustained_fps": round(found.fps, 2), "sustained_cpu_ms_per_frame": round(cpu["total"], 2)}
+    return max(found.fps, overload), last
+
+
+def alone_and_bare(last: VigilConfig, rounds: int, pipeline_fps: float, figures: dict[str, Any]) -> None:
+    """2. The detection function alone and the bare model on the same JPEG bytes, interleaved rounds with the
+    best kept, as for the stack: a shared machine's slow moment hurts one round."""
+    frames = [m.value for m in topic_records(last, last.topics.frames.name)]
+    detector = Detector.from_config(last.detect)
+    alone = bare = bare_cpu_fps = 0.0
+    for _ in range(max(2, rounds)):
+        alone = max(alone, alone_fps(detector, frames, last.detect.batch_size))
+        wall, per_cpu_s = bare_fps(detector, frames)
+        bare, bare_cpu_fps = max(bare, wall), max(bare_cpu_fps, per_cpu_s)
+    cores = os.cpu_count() or 1
+    print(f"pipeline: {pipeline_fps:.1f} frames/s; detection alone: {alone:.1f} frames/s (batch "
+          f"{last.detect.batch_size}); bare session.run {bare:.1f} frames/s = {1000 / bare:.1f} ms/frame")  # fmt: skip
+    print(f"pipeline / alone {pipeline_fps / alone:.3f}x (target >= 0.90), alone / bare {alone / bare:.3f}x")
+    print(f"cameras at 5 fps (busy footage): {pipeline_fps / 5:.1f}; Frigate's rule 1000/{1000 / bare:.1f} ms "
+          f"/ 5 = {bare / 5:.1f} cameras; {pipeline_fps / bare:.3f}x the rule")  # fmt: skip
+    figures |= {"pipeline_fps": round(pipeline_fps, 2), "alone_fps": round(alone, 2), "bare_fps": round(bare, 2),
+                "pipeline_vs_alone": round(pipeline_fps / alone, 3), "cameras_5fps": round(pipeline_fps / 5, 2),
+                "frigate_rule_cameras": round(bare / 5, 2),
+                "frigate_rule_cameras_by_cpu": round(cores * bare_cpu_fps / 5, 2),
+                "cameras_vs_frigate_rule": round(pipeline_fps / bare, 3)}  # fmt: skip
+
+
+def idle_throughput(bench: Bench, args: argparse.Namespace, busy_fps: float, figures: dict[str, Any]) -> None:
+    """3. A scene idle 80 % of the time, motion gating on, still frames reusing the last detections: the
+    sustained-rate search from the busy footage's rate up (the idle scene holds the same busy stretches)."""
+    scene = idle_scene(bench.work / "idle80.mp4")
+    found = sustained(bench, lambda _fps: scene, True, busy_fps, args.cameras, max(args.search, 1) + 1, 1.3,
+                      "idle 80 % scene")  # fmt: skip
+    figures["idle80_tried"] = [[round(o, 1), round(d, 1)] for o, d in found.tried]
+    if found.run is None:
+        print("idle 80 % scene: no paced round kept up")
+        return
+    cores = os.cpu_count() or 1
+    idle_fps, records = found.fps, found.run.records
+    idle_cpu = found.run.cpu(found.samples)["total"]
+    reused = sum(r.reused_from is not None for r in records)
+    print(f"idle 80 % scene (labelled as such): {idle_fps:.1f} frames/s kept up with = {idle_fps / 5:.1f} cameras "
+          f"at 5 fps; {idle_cpu:.1f} CPU ms/frame = {cores * 1000 / idle_cpu / 5:.1f} cameras with the cores to "
+          f"itself; {reused}/{len(records)} frames reused the last detections")  # fmt: skip
+    figures |= {"idle80_pipeline_fps": round(idle_fps, 2), "idle80_cameras_5fps": round(idle_fps / 5, 2),
+                "idle80_cpu_ms_per_frame": round(idle_cpu, 2),
+                "idle80_cameras_5fps_by_cpu": round(cores * 1000 / idle_cpu / 5, 2),
+                "idle80_reused_share": round(reused / max(1, len(records)), 3)}  # fmt: skip
 
 
 def emit(figures: dict[str, Any]) -> int:
