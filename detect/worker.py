@@ -9,9 +9,9 @@ Loop (one consumer thread, one inference thread per lane, a small decode pool):
    threads, so at most that many decoded frames of at most `detect.max_pixels` exist at once);
 3. hand the tensor to a free lane (`detect.lanes`: one single-threaded inference per core on the CPU, each
    its own batch), and while the lanes run, gather and prepare the next batch;
-4. decode/NMS the result, publish one `DetectionsRecord` per frame (keyed by camera), wait for every send
-   (detections and dead letters) to be acknowledged, and only then commit the batch's offsets (at most every
-   `detect.commit_interval_ms`, and at a stop). Batches are
+4. decode/NMS the result and publish one `DetectionsRecord` per frame (keyed by camera); at most every
+   `detect.commit_interval_ms` (and at a stop) wait for every send since the last commit (detections and dead
+   letters) to be acknowledged, and only then commit those batches' offsets. Batches are
    published in the order they were gathered, whichever lane ends first, so a camera's records keep their
    order and a still frame's reference is always published before it.
 
@@ -35,7 +35,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -72,6 +71,16 @@ class Frame:
     batch_wait_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class Inferred:
+    """What a lane returns for a batch: its frames' detections, in slot order, and how long each step took."""
+
+    results: list[Detections]
+    infer_s: float
+    wait_s: float  # the prepared batch waited this long for its lane
+    post_ms: float
+
+
 @dataclass
 class Batch:
     """One gathered batch: what to detect, what was rejected, and the offsets it covers."""
@@ -83,7 +92,7 @@ class Batch:
     prepared: PreparedBatch | None = None
     rejected: list[tuple[KafkaRecord, Rejection]] = field(default_factory=list)
     stale: int = 0
-    inference: Future[tuple[npt.NDArray[np.float32], float, float]] | None = None
+    inference: Future[Inferred] | None = None
     prepared_at: float = 0.0  # perf_counter when the tensor was ready
     infer_started: float = 0.0  # perf_counter when its inference began (set by the inference thread)
 
@@ -99,6 +108,16 @@ class Batch:
             tp = TopicPartition(record.topic, record.partition)
             result[tp] = max(result.get(tp, 0), record.offset + 1)
         return result
+
+
+@dataclass(frozen=True)
+class Published:
+    """A batch whose records are sent, not yet known to be acknowledged: what its commit needs."""
+
+    next_offsets: dict[TopicPartition, int]
+    epochs: dict[TopicPartition, int]
+    frames: int
+    detected: int
 
 
 # ---------------------------------------------------------------------------------------------- rebalance
@@ -148,6 +167,8 @@ class DetectWorker:
         self.decode_threads = decode_threads or self.cfg.decode_concurrency
         self.decoder = BoundedDecoder(self.cfg.max_pixels, self.decode_threads)
         self.lag = metrics.LagRecorder()
+        # Batches sent since the last commit, in order; settled (acknowledged) just before it.
+        self._unsettled: list[Published] = []
         # Offsets of published and acknowledged batches not yet committed: (next offset, partition epoch).
         self._uncommitted: dict[TopicPartition, tuple[int, int]] = {}
         self._committed_at = time.monotonic()
@@ -426,11 +447,12 @@ class DetectWorker:
             batch.prepared = PreparedBatch(tensor, tuple(frame.box for frame in rows if frame.box is not None))
         batch.prepared_at = time.perf_counter()
 
-    def _infer(self, batch: Batch) -> tuple[npt.NDArray[np.float32], float, float]:
-        """(output, inference seconds, seconds the prepared batch waited for the inference thread)."""
+    def _infer(self, batch: Batch) -> Inferred:
+        """Inference and post-processing (decode + NMS), on the batch's lane: the poll thread, which gathers,
+        prepares and publishes every batch in turn, was the stack's serial step with NMS on it."""
         prepared = batch.prepared
         if prepared is None:
-            return np.empty((0,), np.float32), 0.0, 0.0
+            return Inferred([], 0.0, 0.0, 0.0)
         started = batch.infer_started = time.perf_counter()
         # This thread is the batch's lane, so the batch is not split over others.
         output = self.detector.infer(prepared.tensor, split=False, canvases=prepared.canvases)
@@ -440,20 +462,21 @@ class DetectWorker:
             self.inference_ms += seconds * 1000
         metrics.INFERENCE_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(batch.detected)
-        return output, seconds, max(started - batch.prepared_at, 0.0)
+        post_started = time.perf_counter()
+        results = self.detector.postprocess(output, prepared)
+        post_ms = (time.perf_counter() - post_started) * 1000
+        return Inferred(results, seconds, max(started - batch.prepared_at, 0.0), post_ms)
 
     def _finish(self, batch: Batch) -> None:
-        """Post-process, publish every output (in offset order: still frames copy the latest detections of
-        their camera), wait for acknowledgements, then commit."""
+        """Publish every output (in offset order: still frames copy the latest detections of their camera);
+        `_commit` waits for the acknowledgements before it commits."""
         assert batch.inference is not None
-        output, infer_s, infer_wait_s = batch.inference.result()
+        inferred = batch.inference.result()
+        infer_s, infer_wait_s, post_ms, results = inferred.infer_s, inferred.wait_s, inferred.post_ms, inferred.results
         for record, rejection in batch.rejected:
             metrics.DEAD_LETTER.labels(rejection.kind).inc()
             self.dead_letters.publish(record, rejection.reason, kind=rejection.kind)
         if batch.frames:
-            started = time.perf_counter()
-            results = [] if batch.prepared is None else self.detector.postprocess(output, batch.prepared)
-            post_ms = (time.perf_counter() - started) * 1000
             produced = self.clock_ns()
             topic = self.config.topics.detections.name
             for frame in batch.frames:
@@ -490,26 +513,36 @@ class DetectWorker:
             metrics.DETECTED.inc(batch.detected)
             if batch.detected < len(batch.frames):
                 metrics.STILL_REUSED.inc(len(batch.frames) - batch.detected)
-        # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
-        if not self.deliveries.settle(self._stop):
-            log.warning("stopping while Kafka does not acknowledge: this batch is not committed and will be redone")
-            return
-        self.published += len(batch.frames)
-        self.reused += len(batch.frames) - batch.detected
-        self.batches += 1
-        for tp, offset in batch.next_offsets().items():
-            previous = self._uncommitted.get(tp)
-            if previous is None or previous[1] != batch.epochs[tp] or previous[0] < offset:
-                self._uncommitted[tp] = (offset, batch.epochs[tp])
+        self._unsettled.append(Published(batch.next_offsets(), batch.epochs, len(batch.frames), batch.detected))
         self._commit()
 
     def _commit(self, force: bool = False) -> None:
-        """Commit what is published and acknowledged, at most every `commit_interval_ms` (and at a stop): a
-        synchronous commit per batch held up gathering the next one; a crash redoes at most that interval."""
-        if not self._uncommitted or (
+        """Wait until what was sent is acknowledged, then commit it: at most every `commit_interval_ms` (and at
+        a stop). Waiting per batch held the next batch's gathering for a broker round trip each time (15 % of
+        the poll thread's time at capacity here) while a lane went without work; a crash redoes at most the
+        interval."""
+        if not (self._unsettled or self._uncommitted) or (
             not force and time.monotonic() - self._committed_at < self.cfg.commit_interval_ms / 1000
         ):
             return
+        if self._unsettled:
+            # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
+            if not self.deliveries.settle(self._stop):
+                log.warning(
+                    "stopping while Kafka does not acknowledge: %d batch(es) are not committed and will be redone",
+                    len(self._unsettled),
+                )
+                self._unsettled = []
+                return
+            for done in self._unsettled:
+                self.published += done.frames
+                self.reused += done.frames - done.detected
+                self.batches += 1
+                for tp, offset in done.next_offsets.items():
+                    previous = self._uncommitted.get(tp)
+                    if previous is None or previous[1] != done.epochs[tp] or previous[0] < offset:
+                        self._uncommitted[tp] = (offset, done.epochs[tp])
+            self._unsettled = []
         pending, self._uncommitted = self._uncommitted, {}
         self._committed_at = time.monotonic()
         offsets = {
