@@ -169,8 +169,6 @@ class DetectWorker:
         self.lag = metrics.LagRecorder()
         # Batches sent since the last commit, in order; settled (acknowledged) just before it.
         self._unsettled: list[Published] = []
-        # Offsets of published and acknowledged batches not yet committed: (next offset, partition epoch).
-        self._uncommitted: dict[TopicPartition, tuple[int, int]] = {}
         self._committed_at = time.monotonic()
         self._lock = threading.Lock()
         self._epoch: dict[TopicPartition, int] = {}
@@ -521,29 +519,30 @@ class DetectWorker:
         a stop). Waiting per batch held the next batch's gathering for a broker round trip each time (15 % of
         the poll thread's time at capacity here) while a lane went without work; a crash redoes at most the
         interval."""
-        if not (self._unsettled or self._uncommitted) or (
+        if not self._unsettled or (
             not force and time.monotonic() - self._committed_at < self.cfg.commit_interval_ms / 1000
         ):
             return
-        if self._unsettled:
-            # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
-            if not self.deliveries.settle(self._stop):
-                log.warning(
-                    "stopping while Kafka does not acknowledge: %d batch(es) are not committed and will be redone",
-                    len(self._unsettled),
-                )
-                self._unsettled = []
-                return
-            for done in self._unsettled:
-                self.published += done.frames
-                self.reused += done.frames - done.detected
-                self.batches += 1
-                for tp, offset in done.next_offsets.items():
-                    previous = self._uncommitted.get(tp)
-                    if previous is None or previous[1] != done.epochs[tp] or previous[0] < offset:
-                        self._uncommitted[tp] = (offset, done.epochs[tp])
+        # Waits out an outage however long, re-sending what expired; only a stop during one gives up.
+        if not self.deliveries.settle(self._stop):
+            log.warning(
+                "stopping while Kafka does not acknowledge: %d batch(es) are not committed and will be redone",
+                len(self._unsettled),
+            )
             self._unsettled = []
-        pending, self._uncommitted = self._uncommitted, {}
+            return
+        # Per partition, the next offset to commit and the epoch it was fetched in: the latest batch of the
+        # partition's current epoch wins (a batch of an earlier epoch never moves the offset back).
+        pending: dict[TopicPartition, tuple[int, int]] = {}
+        for done in self._unsettled:
+            self.published += done.frames
+            self.reused += done.frames - done.detected
+            self.batches += 1
+            for tp, offset in done.next_offsets.items():
+                previous = pending.get(tp)
+                if previous is None or previous[1] != done.epochs[tp] or previous[0] < offset:
+                    pending[tp] = (offset, done.epochs[tp])
+        self._unsettled = []
         self._committed_at = time.monotonic()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1) for tp, (offset, epoch) in pending.items() if self._current(tp, epoch)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from detect import metrics
 from detect.detector import Detector
@@ -236,3 +236,75 @@ def test_sigkilled_worker_loses_nothing_after_restart(vigil_config: VigilConfig,
     finally:
         second.kill()
     assert "finishing the current batch" in log.read_text()
+
+
+class _RecordingProducer:
+    """The real producer, recording every send's future and counting flushes."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self.futures: list[object] = []
+        self.flushes = 0
+
+    def send(self, *args: object, **kwargs: object) -> object:
+        future = self.producer.send(*args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+        self.producer.flush(timeout=timeout)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.producer, name)
+
+
+class _RecordingConsumer:
+    """The real consumer; at each commit, records its offsets and whether every send made so far was acknowledged."""
+
+    def __init__(self, consumer: KafkaConsumer, producer: _RecordingProducer) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.commits: list[tuple[dict[TopicPartition, int], bool]] = []
+
+    def commit(self, offsets: dict[TopicPartition, object]) -> None:
+        acknowledged = all(f.is_done and f.succeeded() for f in self.producer.futures)  # type: ignore[attr-defined]
+        self.commits.append(({tp: o.offset for tp, o in offsets.items()}, acknowledged))  # type: ignore[attr-defined]
+        self.consumer.commit(offsets)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_commits_follow_acknowledgements_and_come_once_per_interval(vigil_config: VigilConfig) -> None:
+    # The 71 frames are detected in many batches (4 frames each) and committed every 300 ms: in fewer.
+    config = _config(vigil_config, "yolox_nano", max_frame_bytes=200_000, max_age_s=3600, commit_interval_ms=300)
+    ensure_topics(config.kafka, config.topics)
+    real_consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+    producer = _RecordingProducer(make_producer(config.kafka, "detect"))
+    consumer = _RecordingConsumer(real_consumer, producer)
+    worker = DetectWorker(config, Detector.from_config(config.detect), consumer, producer)  # type: ignore[arg-type]
+    worker.subscribe()
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        total = _publish_frames(config)
+        records = _read_topic(config, config.topics.detections.name, until=total, timeout_s=120)
+        assert len(records) == total
+    finally:
+        stop.set()
+        thread.join(30)
+        real_consumer.close(autocommit=False)
+        producer.producer.close()
+    assert not thread.is_alive()
+    assert consumer.commits, "the worker never committed"
+    early = [offsets for offsets, acknowledged in consumer.commits if not acknowledged]
+    assert not early, f"committed {early} before the detections sent so far were acknowledged"
+    # Batches of 4 over 71 frames: at least 18 batches; the producer is flushed only before a commit.
+    assert worker.batches >= 18 and worker.published == total
+    assert producer.flushes < worker.batches, f"{producer.flushes} flushes for {worker.batches} batches"
+    last: dict[TopicPartition, int] = {}
+    for offsets, _acknowledged in consumer.commits:
+        last.update(offsets)
+    assert sum(last.values()) == total  # every frame committed, none twice past its offset
