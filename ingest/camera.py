@@ -25,6 +25,7 @@ from ingest.sources import CapturedFrame, FrameSource, ReplaySource, RtspSource
 from vigil.config import CameraConfig
 from vigil.contracts import FrameMeta
 from vigil.errors import SourceError
+from vigil.imaging import resize_down
 from vigil.logs import REPEATS, log_repeated
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class FrameEncoder:
             return image, 1.0
         scale = self.max_width / width
         height = max(1, round(image.shape[0] * scale))
-        return cv2.resize(image, (self.max_width, height), interpolation=cv2.INTER_AREA), scale
+        return resize_down(image, self.max_width, height), scale
 
     def encode(self, image: np.ndarray) -> bytes:
         ok, buffer = cv2.imencode(".jpg", image, self._params)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from vigil.config import MotionMaskConfig
+from vigil.imaging import resize_down
 
 Box = tuple[int, int, int, int]
 
@@ -89,9 +90,7 @@ class MotionDetector:
         scale = min(1.0, self.downscale_width / width)
         small = frame
         if scale < 1.0:
-            small = cv2.resize(
-                frame, (self.downscale_width, max(1, round(height * scale))), interpolation=cv2.INTER_AREA
-            )
+            small = resize_down(frame, self.downscale_width, max(1, round(height * scale)))
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         return cv2.GaussianBlur(grey, (5, 5), 0), scale
 

@@ -241,3 +241,23 @@ def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 85) -> bytes:
     if not ok:
         raise ContractError(f"could not encode an image of shape {image.shape} as JPEG")
     return bytes(encoded.tobytes())
+
+
+def resize_down(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """`image` scaled down to `width` x `height`, with the cheapest filter that does not alias.
+
+    Area averaging is what a reduction by 2x or more needs (a bilinear tap skips source pixels there), but
+    OpenCV's `INTER_AREA` takes a generic path for a ratio that is not a whole number, 7-10x the cost of
+    `INTER_LINEAR`: 640x480 -> 416x312 took 1.3-1.9 ms against 0.18 here, more than the JPEG encode of the
+    result (0.24). Under 2x each output pixel's bilinear footprint covers every source pixel, so bilinear
+    is used there (mean difference from area averaging: 0.4-0.9 grey levels)."""
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be HxW or HxWxC, got shape {image.shape}")
+    if width < 1 or height < 1:
+        raise ValueError(f"target size must be positive, got {width}x{height}")
+    source_h, source_w = image.shape[:2]
+    if (width, height) == (source_w, source_h):
+        return image
+    under_2x = width * 2 > source_w and height * 2 > source_h
+    interpolation = cv2.INTER_LINEAR if under_2x else cv2.INTER_AREA
+    return np.asarray(cv2.resize(image, (width, height), interpolation=interpolation), dtype=np.uint8)

@@ -36,7 +36,7 @@ from prometheus_client import Counter, Histogram
 from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, FrameMeta, FrameRef
 from vigil.errors import ContractError, VigilError
-from vigil.imaging import decode_image
+from vigil.imaging import decode_image, resize_down
 from vigil.kafka import make_consumer
 from web.store import StoredAlert
 
@@ -305,7 +305,6 @@ class ClipStats:
 def encode_clip(path: Path, frames: Iterator[tuple[FrameMeta, bytes]], max_pixels: int, fps_hint: float) -> ClipStats:
     """Stream frames into an H.264 MP4 at `path` (faststart, so a browser plays it while loading)."""
     import av
-    import cv2
     import numpy as np
 
     started = time.monotonic()
@@ -335,7 +334,7 @@ def encode_clip(path: Path, frames: Iterator[tuple[FrameMeta, bytes]], max_pixel
                 stream.options = {"preset": "ultrafast", "crf": "27"}
                 first_ns = meta.capture_ns
             if (image.shape[1], image.shape[0]) != size:
-                image = np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+                image = np.ascontiguousarray(resize_down(image, *size))
             pts = (meta.capture_ns - first_ns) // 1_000_000
             if pts <= last_pts:
                 continue  # presentation times must grow; a repeated capture time adds nothing

@@ -20,6 +20,7 @@ from vigil.imaging import (
     probe_image,
     probe_prefix,
     reduction_for,
+    resize_down,
 )
 
 
@@ -161,3 +162,27 @@ def test_bounded_decoder_caps_live_images_and_refuses_bombs_without_a_slot() -> 
     for thread in threads:
         thread.join(10)
     assert peak[0] == 2 and live[0] == 0
+
+
+def test_resize_down_averages_at_2x_and_more_and_matches_area_averaging_under_it() -> None:
+    rng = np.random.default_rng(7)
+    # A one-pixel white stripe every 4 columns: a 4x reduction that samples between source pixels
+    # (bilinear) misses every stripe and comes out black; area averaging comes out a quarter grey.
+    stripes = np.zeros((480, 640), np.uint8)
+    stripes[:, ::4] = 255
+    quarter = resize_down(stripes, 160, 120)
+    assert quarter.shape == (120, 160)
+    assert np.abs(quarter.astype(int) - 64).max() <= 1
+    # Under 2x: bilinear, within a grey level or two of area averaging on a natural-looking image.
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (7, 7), 0)
+    scaled = resize_down(smooth, 416, 312)
+    area = cv2.resize(smooth, (416, 312), interpolation=cv2.INTER_AREA)
+    assert scaled.shape == (312, 416, 3) and scaled.dtype == np.uint8
+    assert np.abs(scaled.astype(int) - area.astype(int)).mean() < 2
+    assert resize_down(smooth, 640, 480) is smooth  # nothing to do
+
+
+@pytest.mark.parametrize(("shape", "size", "message"), [((4,), (2, 2), "HxW"), ((8, 8), (0, 4), "positive")])
+def test_resize_down_names_what_was_wrong(shape: tuple[int, ...], size: tuple[int, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resize_down(np.zeros(shape, np.uint8), *size)
