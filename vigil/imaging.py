@@ -250,7 +250,8 @@ def resize_down(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.ND
     OpenCV's `INTER_AREA` takes a generic path for a ratio that is not a whole number, 7-10x the cost of
     `INTER_LINEAR`: 640x480 -> 416x312 took 1.3-1.9 ms against 0.18 here, more than the JPEG encode of the
     result (0.24). Under 2x each output pixel's bilinear footprint covers every source pixel, so bilinear
-    is used there (mean difference from area averaging: 0.4-0.9 grey levels)."""
+    is used there (mean difference from area averaging: 0.4-0.9 grey levels). A target larger than the image
+    (the clip writer's fixed size when a camera's frames grew mid-clip) is bilinear too."""
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be HxW or HxWxC, got shape {image.shape}")
     if width < 1 or height < 1:
