@@ -302,6 +302,15 @@ class ClipStats:
     bytes: int
 
 
+def _fit(image: Any, size: tuple[int, int]) -> Any:
+    """`image` at the clip's `size`: an odd side loses its last row or column (exact, and free), a frame of
+    another size (the camera changed resolution mid-clip) is resized."""
+    width, height = size
+    if width <= image.shape[1] <= width + 1 and height <= image.shape[0] <= height + 1:
+        return image[:height, :width]
+    return resize_down(image, width, height)
+
+
 def encode_clip(path: Path, frames: Iterator[tuple[FrameMeta, bytes]], max_pixels: int, fps_hint: float) -> ClipStats:
     """Stream frames into an H.264 MP4 at `path` (faststart, so a browser plays it while loading)."""
     import av
@@ -334,7 +343,7 @@ def encode_clip(path: Path, frames: Iterator[tuple[FrameMeta, bytes]], max_pixel
                 stream.options = {"preset": "ultrafast", "crf": "27"}
                 first_ns = meta.capture_ns
             if (image.shape[1], image.shape[0]) != size:
-                image = np.ascontiguousarray(resize_down(image, *size))
+                image = np.ascontiguousarray(_fit(image, size))
             pts = (meta.capture_ns - first_ns) // 1_000_000
             if pts <= last_pts:
                 continue  # presentation times must grow; a repeated capture time adds nothing
