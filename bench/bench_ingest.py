@@ -15,9 +15,13 @@
 5. The delay decoder threads add on a live stream: H.264 packets written to a FIFO at 25 fps (PyAV, libx264
    zero-latency, MPEG-TS flushed per packet), each frame's read time minus its packet's write time, as a
    difference against 1 thread in the same process.
+6. Detection-width frames (`cameras[].max_width=416`): process CPU per frame of ingest's `FrameEncoder` (resize
+   and JPEG encode) against the encode of the full frame (what ingest does without `max_width`), and its resize
+   (`vigil.imaging.resize_down`) against OpenCV's `INTER_AREA` straight to the target, on frames of both clips.
 
 Ends with one JSON line of its figures: {"bench": "ingest", "throughput_fps_640x480", "throughput_vs_bare_640x480",
-..., "decode_cpu_ms_640x480", ..., "live_delay_ms", "delay_per_extra_thread_ms"}.
+..., "decode_cpu_ms_640x480", ..., "live_delay_ms", "delay_per_extra_thread_ms",
+"detect_width_cpu_ms_<size>": {"full_encode", "resize_encode", "resize", "area_resize"}}.
 
 Other processes share the CPUs: the load average is printed with the figures.
 """
@@ -51,6 +55,7 @@ from ingest.runner import IngestRunner
 from ingest.sampler import FpsSampler
 from ingest.sources import ReplaySource, decoder_params
 from vigil.config import CameraConfig, VigilConfig
+from vigil.imaging import resize_down
 from vigil.kafka import ensure_topics, make_producer
 
 FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "footage"
@@ -195,6 +200,27 @@ def live_delay_ms(frames: list[np.ndarray], threads: int, fps: float = 25.0) -> 
     return statistics.median(steady)
 
 
+def detect_width_cpu_ms(frames: list[np.ndarray], width: int = 416, rounds: int = 3) -> dict[str, float]:
+    """Process CPU ms per frame (OpenCV may use several threads) of each way to publish a frame, best of rounds."""
+    narrow = FrameEncoder(max_width=width)
+    full = FrameEncoder()
+    height = round(frames[0].shape[0] * width / frames[0].shape[1])
+    ways = {
+        "full_encode": lambda f: full.encode(f),
+        "resize_encode": lambda f: narrow.encode(narrow.shape(f)[0]),
+        "resize": lambda f: resize_down(f, width, height),
+        "area_resize": lambda f: cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA),
+    }
+    best = {name: float("inf") for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():  # interleaved, so drift hits every way alike
+            started = cpu_s()
+            for frame in frames:
+                way(frame)
+            best[name] = min(best[name], 1000 * (cpu_s() - started) / len(frames))
+    return best
+
+
 def static_scene_share(path: Path, seconds: float = 60.0) -> tuple[int, int]:
     """(sampled, skipped) on a static scene: the clip's first frame held with sensor noise (sigma 2)."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -291,6 +317,13 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
               f"({(delay - delays[1]) / 40:+.1f} frames at 25 fps)")  # fmt: skip
     figures["live_delay_ms"] = {str(t): round(d, 1) for t, d in delays.items()}
     figures["delay_per_extra_thread_ms"] = round((delays[4] - delays[1]) / 3, 1)
+    print("\n# 6. detection-width frames (max_width=416): CPU ms per frame, resize + encode vs encoding the full frame")
+    for size, source in (("640x480", frames[:60]), ("1920x1080", [cv2.resize(f, (1920, 1080)) for f in frames[:30]])):
+        ms = detect_width_cpu_ms(source)
+        print(f"{size:>9}: full encode {ms['full_encode']:.2f} | resize + encode {ms['resize_encode']:.2f} "
+              f"(ratio {ms['resize_encode'] / ms['full_encode']:.2f}) | resize {ms['resize']:.2f} vs INTER_AREA "
+              f"{ms['area_resize']:.2f} (ratio {ms['resize'] / ms['area_resize']:.2f})")  # fmt: skip
+        figures[f"detect_width_cpu_ms_{size}"] = {name: round(value, 3) for name, value in ms.items()}
     print(f"\nload average after: {os.getloadavg()}")
     print(json.dumps(figures))
     return 0

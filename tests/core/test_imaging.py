@@ -182,6 +182,25 @@ def test_resize_down_averages_at_2x_and_more_and_matches_area_averaging_under_it
     assert resize_down(smooth, 640, 480) is smooth  # nothing to do
 
 
+@pytest.mark.parametrize(("source", "target"), [((1920, 1080), (416, 234)), ((1921, 1081), (320, 180))])
+def test_resize_down_by_any_large_ratio_halves_then_averages_every_source_pixel(
+    source: tuple[int, int], target: tuple[int, int]
+) -> None:
+    # A large camera to detection width: halved by 2x2 averaging (OpenCV's fast path) and finished under 2x;
+    # odd sides lose their last row or column first. No source column may be skipped: one-pixel stripes every
+    # 6 columns come out as their average everywhere, not black in places.
+    width, height = source
+    stripes = np.zeros((height, width), np.uint8)
+    stripes[:, ::6] = 255
+    reduced = resize_down(stripes, *target)
+    assert reduced.shape == (target[1], target[0])
+    assert abs(reduced.mean() - 255 / 6) < 3 and reduced.min() > 0
+    rng = np.random.default_rng(11)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 4)
+    area = cv2.resize(smooth, target, interpolation=cv2.INTER_AREA)
+    assert np.abs(resize_down(smooth, *target).astype(int) - area.astype(int)).mean() < 2
+
+
 @pytest.mark.parametrize(("shape", "size", "message"), [((4,), (2, 2), "HxW"), ((8, 8), (0, 4), "positive")])
 def test_resize_down_names_what_was_wrong(shape: tuple[int, ...], size: tuple[int, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
