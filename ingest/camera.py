@@ -307,8 +307,9 @@ class CameraWorker:
             self.counters.inc("frame_errors")
             kind = "cv2.error" if isinstance(exc, cv2.error) else type(exc).__name__
             detail = " ".join(str(exc).split())  # cv2.error messages span several lines
+            shape = frame.image.shape if frame.converted else "(not converted)"
             raise FrameProcessingError(
-                f"frame {frame.frame_index} of shape {frame.image.shape} from {self.source.name}: {kind}: {detail}"
+                f"frame {frame.frame_index} of shape {shape} from {self.source.name}: {kind}: {detail}"
             ) from exc
 
     def _wait_backoff(self) -> None:

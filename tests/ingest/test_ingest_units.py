@@ -356,6 +356,50 @@ def test_seqinfo_gives_true_fps_and_replay_numbers_frames(tmp_path: Path) -> Non
     assert [f.media_ns for f in got if f][:3] == [0, 100_000_000, 200_000_000]
 
 
+def test_replay_converts_to_bgr_only_the_frames_the_sampler_takes() -> None:
+    """Every frame is decoded (H.264 needs each one), but only a sampled frame is converted to BGR: at 5 fps from
+    25 fps footage four frames in five cost their decode alone. The pixels are those `VideoCapture.read` gives."""
+    source = ReplaySource(str(CAMPUS), realtime=False, end_frame=25)
+    source.open()
+    seen: list[CapturedFrame] = []
+
+    class Seen:
+        kind, name = "replay", source.name
+
+        def open(self) -> None: ...
+        def close(self) -> None: ...
+
+        def read(self) -> CapturedFrame | None:
+            frame = source.read()
+            if frame is not None:
+                assert not frame.converted
+                seen.append(frame)
+            return frame
+
+    queue: DropOldestQueue[OutgoingFrame] = DropOldestQueue(30)
+    worker = CameraWorker(
+        "cam", Seen(), queue, CameraCounters("cam"), sampler=FpsSampler(5.0),
+        encoder=FrameEncoder(), backoff=Backoff(0.1, 1), stop_event=threading.Event(),
+    )  # fmt: skip
+    worker.run()
+    source.close()
+    published = [queue.get(timeout=0) for _ in range(len(queue))]
+    assert [o.meta.frame_index for o in published if o is not None] == [0, 5, 10, 15, 20]
+    assert [f.frame_index for f in seen if f.converted] == [0, 5, 10, 15, 20] and len(seen) == 25
+    capture = cv2.VideoCapture(str(CAMPUS))
+    reference = [capture.read()[1] for _ in range(11)]
+    capture.release()
+    assert np.array_equal(seen[10].image, reference[10])
+    # The decoded picture is the capture's current one: converting a frame after the next read is refused.
+    source.open()
+    first, second = source.read(), source.read()
+    assert first is not None and second is not None
+    with pytest.raises(SourceError, match="after the next one was read"):
+        _ = first.image
+    assert np.array_equal(second.image, reference[1])
+    source.close()
+
+
 # ------------------------------------------------------------------------------------------ decoder threads
 
 

@@ -62,9 +62,9 @@ def describe_recording(video: Path) -> Recording:
     source.open()
     try:
         first = source.read()
+        height, width = first.image.shape[:2] if first is not None else (None, None)
     finally:
         source.close()
-    height, width = first.image.shape[:2] if first is not None else (None, None)
     return Recording(str(video), None, source.total_frames, width, height)
 
 
