@@ -14,10 +14,7 @@ import pytest
 from detect.detector import Detector, Thresholds
 from ingest.camera import FrameEncoder
 from models import Registry
-from tests.detect.helpers import SHARED, read_frames
-from vigil.eval.groundtruth import load_mot
-from vigil.eval.run import to_gt_pixels
-from vigil.eval.scoring import score_detections
+from tests.detect.helpers import SHARED, person_recall_ap50, read_frames
 
 
 def _published(frames: list[np.ndarray], encoder: FrameEncoder) -> list[np.ndarray]:
@@ -31,18 +28,6 @@ def _published(frames: list[np.ndarray], encoder: FrameEncoder) -> list[np.ndarr
     return out
 
 
-def _recall_ap50(detector: Detector, frames: list[np.ndarray], clip: str) -> tuple[float, float]:
-    gt = load_mot(SHARED / "footage" / clip / "gt.txt")
-    predictions = {}
-    for start in range(0, len(frames), 4):
-        chunk = frames[start : start + 4]
-        for offset, dets in enumerate(detector(chunk)):
-            image = chunk[offset]
-            predictions[start + offset + 1] = to_gt_pixels(dets, image.shape[1], image.shape[0], gt)
-    person = score_detections(gt, predictions, detector.class_names, 0.25).per_class["person"]
-    return person.recall, person.ap50
-
-
 @pytest.mark.parametrize("clip", ["TUD-Campus", "TUD-Stadtmitte"])
 def test_frames_published_at_detection_width_keep_recall(clip: str) -> None:
     frames = read_frames(SHARED / "footage" / clip / f"{clip}.mp4")
@@ -52,8 +37,8 @@ def test_frames_published_at_detection_width_keep_recall(clip: str) -> None:
     assert full[0].shape == (480, 640, 3) and narrow[0].shape == (312, 416, 3)
     # Both reach the model at the same 416x320 canvas: only the resize and the JPEG differ.
     assert detector.preprocess(full[:1]).tensor.shape == detector.preprocess(narrow[:1]).tensor.shape
-    full_recall, full_ap50 = _recall_ap50(detector, full, clip)
-    narrow_recall, narrow_ap50 = _recall_ap50(detector, narrow, clip)
+    full_recall, full_ap50 = person_recall_ap50(detector, full, clip)
+    narrow_recall, narrow_ap50 = person_recall_ap50(detector, narrow, clip)
     assert full_recall > 0.6  # the footage is scored at all
     assert narrow_recall >= full_recall - 0.01, (narrow_recall, full_recall)
     assert narrow_ap50 >= full_ap50 - 0.01, (narrow_ap50, full_ap50)

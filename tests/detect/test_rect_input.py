@@ -15,11 +15,8 @@ from detect.detector import Detector, Thresholds
 from detect.preprocess import Letterbox
 from models import ModelManifest, Registry
 from models.onnx_shapes import free_spatial_dims
-from tests.detect.helpers import SHARED, read_frames
+from tests.detect.helpers import SHARED, person_recall_ap50, read_frames
 from vigil.errors import ModelError
-from vigil.eval.groundtruth import load_mot
-from vigil.eval.run import to_gt_pixels
-from vigil.eval.scoring import score_detections
 
 YOLOX = SHARED / "models" / "yolox_nano.onnx"
 
@@ -112,18 +109,6 @@ def test_an_output_embedded_in_a_larger_grid_decodes_to_the_same_boxes(family: s
         decoder.embed(output, large, small)
 
 
-def _scores(detector: Detector, frames: list[np.ndarray], clip: str) -> tuple[float, float]:
-    gt = load_mot(SHARED / "footage" / clip / "gt.txt")
-    predictions = {}
-    for start in range(0, len(frames), 4):
-        chunk = frames[start : start + 4]
-        for offset, dets in enumerate(detector(chunk)):
-            image = chunk[offset]
-            predictions[start + offset + 1] = to_gt_pixels(dets, image.shape[1], image.shape[0], gt)
-    person = score_detections(gt, predictions, detector.class_names, 0.25).per_class["person"]
-    return person.recall, person.ap50
-
-
 def test_rect_input_keeps_recall_on_the_footage_with_fewer_pixels() -> None:
     frames = read_frames(SHARED / "footage" / "TUD-Campus" / "TUD-Campus.mp4")
     manifest = Registry().get("yolox_nano")
@@ -134,8 +119,8 @@ def test_rect_input_keeps_recall_on_the_footage_with_fewer_pixels() -> None:
     assert rect.rect and not square.rect
     assert rect.preprocess(frames[:1]).tensor.shape == (1, 3, 320, 416)  # 640x480 footage
     assert square.preprocess(frames[:1]).tensor.shape == (1, 3, 416, 416)
-    rect_recall, rect_ap50 = _scores(rect, frames, "TUD-Campus")
-    square_recall, square_ap50 = _scores(square, frames, "TUD-Campus")
+    rect_recall, rect_ap50 = person_recall_ap50(rect, frames, "TUD-Campus")
+    square_recall, square_ap50 = person_recall_ap50(square, frames, "TUD-Campus")
     assert square_recall > 0.6  # the footage is scored at all
     assert rect_recall >= square_recall - 0.005, (rect_recall, square_recall)
     assert rect_ap50 >= square_ap50 - 0.005, (rect_ap50, square_ap50)
