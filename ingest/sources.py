@@ -195,8 +195,7 @@ class RtspSource:
         self._transport = transport
         self._open_timeout_ms = int(open_timeout_s * 1000)
         self._read_timeout_ms = int(read_timeout_s * 1000)
-        self._cap: cv2.VideoCapture | None = None
-        self._grabber: _Grabber | None = None
+        self._grabber: _Grabber | None = None  # the open capture
         self._index = 0
         self._last_frame_mono: float | None = None
 
@@ -220,11 +219,11 @@ class RtspSource:
                 f"could not open {self.name} over {self._transport.upper()}: the open {why} after {elapsed:.1f}s "
                 "(check the host and port are reachable, the stream path, and the user name and password)"
             )
-        self._cap, self._grabber = cap, _Grabber(cap, self.name)
+        self._grabber = _Grabber(cap, self.name)
         self._last_frame_mono = None
 
     def read(self) -> CapturedFrame:
-        if self._cap is None or self._grabber is None:
+        if self._grabber is None:
             raise SourceError(f"{self.name} is not open")
         convert = self._grabber.grab()
         now_ns = time.time_ns()
@@ -241,15 +240,15 @@ class RtspSource:
             raise SourceError(
                 f"{self.name} froze: {gap:.1f}s between frames (read timeout {self._read_timeout_ms / 1000:.1f}s)"
             )
-        pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        pos_ms = self._grabber.cap.get(cv2.CAP_PROP_POS_MSEC)
         frame = CapturedFrame(None, int(pos_ms * 1e6), self._index, now_ns, convert)
         self._index += 1
         return frame
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap, self._grabber = None, None
+        if self._grabber is not None:
+            self._grabber.cap.release()
+            self._grabber = None
 
 
 def seqinfo_fps(path: Path) -> float | None:
@@ -305,8 +304,7 @@ class ReplaySource:
         self._sleep = sleep
         self.fps = 0.0
         self.total_frames: int | None = None  # frames one pass publishes, if known
-        self._cap: cv2.VideoCapture | None = None
-        self._grabber: _Grabber | None = None
+        self._grabber: _Grabber | None = None  # the open capture of a video file
         self._images: list[Path] = []
         self._next = 0
         self._pass_start: float | None = None
@@ -326,7 +324,7 @@ class ReplaySource:
             if not cap.isOpened():
                 cap.release()
                 raise SourceError(f"FFmpeg cannot read {self.name}: not a video file it knows")
-            self._cap, self._grabber = cap, _Grabber(cap, self.name)
+            self._grabber = _Grabber(cap, self.name)
             container_fps = cap.get(cv2.CAP_PROP_FPS) or None
             frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             count = frames if frames > 0 else None
@@ -350,19 +348,18 @@ class ReplaySource:
     @property
     def decoder_threads(self) -> int:
         """The decoder's thread count as FFmpeg set it (0 for an image folder or a closed source)."""
-        return int(self._cap.get(cv2.CAP_PROP_N_THREADS)) if self._cap is not None else 0
+        return int(self._grabber.cap.get(cv2.CAP_PROP_N_THREADS)) if self._grabber is not None else 0
 
     def _rewind(self) -> None:
         self._next = self.start_frame
         self._pass_start = None
-        if self._cap is not None:
-            if self._cap.get(cv2.CAP_PROP_POS_FRAMES) > 0:
-                self._cap.release()
-                self._cap = self._capture()
-                self._grabber = _Grabber(self._cap, self.name)
+        if self._grabber is not None:
+            if self._grabber.cap.get(cv2.CAP_PROP_POS_FRAMES) > 0:
+                self._grabber.cap.release()
+                self._grabber = _Grabber(self._capture(), self.name)
             # grab() instead of seeking: frame-exact on every container, decode cost only once.
             for _ in range(self.start_frame):
-                if self._grabber is None or self._grabber.grab() is None:
+                if self._grabber.grab() is None:
                     break
 
     # -- reading --------------------------------------------------------------------------------
@@ -408,7 +405,7 @@ class ReplaySource:
         return CapturedFrame(image, round(index * 1e9 / self.fps), index, time.time_ns(), convert)
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap, self._grabber = None, None
+        if self._grabber is not None:
+            self._grabber.cap.release()
+            self._grabber = None
         self._images = []
