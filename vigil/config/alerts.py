@@ -251,6 +251,13 @@ class AlertsConfig(Section):
         title="The aggregator commits its detections offsets at most this often, ms (0: after every poll); "
         "a restart re-reads at most this much, without firing an alert twice",
     )
+    fetch_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        title="The aggregator's fetches of detections gather records for this long, ms (0: answered at the first "
+        "record); fewer, larger fetches cost the aggregator and the broker less CPU and delay an alert up to this much",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AlertsConfig:
