@@ -106,5 +106,8 @@ def test_fetch_wait_gathers_records_per_fetch_within_its_window(vigil_config: Vi
     assert mean_200 >= 5, f"fetch_wait_ms=200 polls carried {mean_200:.1f} records on average ({len(sizes_200)} polls)"
     assert mean_200 >= 3 * mean_0, f"polls carried {mean_0:.1f} records at 0 ms and {mean_200:.1f} at 200 ms"
     # A record waits at most the window, plus the time to fetch and handle it (generous for a loaded CI box).
-    assert max(waits_200) < 0.2 + 0.4, f"slowest record waited {max(waits_200) * 1000:.0f} ms"
+    # The 95th percentile, not the maximum: one scheduler stall on a shared box must not fail the run, while
+    # a window that held records longer than asked would hold most of them.
+    p95_200 = sorted(waits_200)[int(len(waits_200) * 0.95)]
+    assert p95_200 < 0.2 + 0.4, f"95 % of records waited up to {p95_200 * 1000:.0f} ms"
     assert sorted(waits_0)[len(waits_0) // 2] < sorted(waits_200)[len(waits_200) // 2]
