@@ -304,11 +304,14 @@ def test_review_lists_alerts_plays_a_clip_and_keeps_review(console: Any, stack: 
     page.locator("[data-alert-id]").first.wait_for(timeout=10_000)
     stored = stack.alerts()
     # Scroll to the end of the list (infinite scroll by cursor) and compare with the store.
+    # Read and scroll in one step in the page: a separate is_hidden() then a Playwright scroll races the last
+    # page hiding the button, and the scroll then waits for a visible button that never comes (CI hit it).
+    at_end = "b => { if (b.hidden || !b.checkVisibility()) return true; b.scrollIntoView(); return false; }"
     for _ in range(40):
-        if page.locator("#more").is_hidden():
+        if page.locator("#more").evaluate(at_end):
             break
-        page.locator("#more").scroll_into_view_if_needed()
         page.wait_for_timeout(300)
+    assert page.locator("#more").evaluate(at_end), "the list never reached its end"
     shown = set(page.locator("#cards [data-alert-id]").evaluate_all("ns => ns.map(n => n.dataset.alertId)"))
     before = {a["id"] for a in stored}
     assert before <= shown | {a["id"] for a in stack.alerts() if a["started_ns"] > stored[0]["started_ns"]}, (
