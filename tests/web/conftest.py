@@ -135,7 +135,8 @@ def start_web(config: VigilConfig) -> RunningWeb:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:  # both followers are up
                 break
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)  # a 503 too: asking in a tight loop takes the GIL from the start it waits for
     else:
         raise AssertionError(f"vigil web was not ready within 30 s: {service.health.ready().to_json()}")
     return RunningWeb(config, service, server, thread, base)

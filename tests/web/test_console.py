@@ -301,13 +301,14 @@ def test_live_tiles_show_frames_with_boxes(console: Any, stack: Stack) -> None:
 def test_review_lists_alerts_plays_a_clip_and_keeps_review(console: Any, stack: Stack) -> None:
     page = console().page()
     page.goto("/review")
-    page.locator("[data-alert-id]").first.wait_for(timeout=10_000)
+    page.locator("[data-alert-id]").first.wait_for(timeout=30_000)
     stored = stack.alerts()
     # Scroll to the end of the list (infinite scroll by cursor) and compare with the store.
     # Read and scroll in one step in the page: a separate is_hidden() then a Playwright scroll races the last
     # page hiding the button, and the scroll then waits for a visible button that never comes (CI hit it).
     at_end = "b => { if (b.hidden || !b.checkVisibility()) return true; b.scrollIntoView(); return false; }"
-    for _ in range(40):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         if page.locator("#more").evaluate(at_end):
             break
         page.wait_for_timeout(300)
@@ -326,7 +327,8 @@ def test_review_lists_alerts_plays_a_clip_and_keeps_review(console: Any, stack: 
     video = page.locator("#player video")
     video.wait_for()
     wait_for(lambda: video.evaluate("v => v.readyState >= 2 && v.duration > 1"), timeout_s=60, what="the clip playing")
-    assert page.locator("#player img").evaluate("i => i.complete && i.naturalWidth > 0")
+    snapshot = page.locator("#player img")
+    wait_for(lambda: snapshot.evaluate("i => i.complete && i.naturalWidth > 0"), timeout_s=30, what="the snapshot")
 
     # Keyboard only: focus is on the card; R marks it reviewed, and a reload shows it so.
     last = card.evaluate("n => n === n.parentElement.lastElementChild")

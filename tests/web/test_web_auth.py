@@ -96,16 +96,19 @@ def test_sessions_survive_a_restart_and_expire(
 ) -> None:
     from tests.web.conftest import web_config
 
-    config = web_config(vigil_config, tmp_path, password_hashes, session_ttl_s=4)
+    # The session must outlive a stop and a start (consumer group and all, seconds on a loaded box).
+    ttl_s = 12
+    config = web_config(vigil_config, tmp_path, password_hashes, session_ttl_s=ttl_s)
     first = web_factory(config)
     client, _ = first.login("ana")
+    logged_in = time.monotonic()
     cookie = client.cookies.get("vigil_session")
     first.stop()
     second = web_factory(config)
     again = second.client()
     again.cookies.set("vigil_session", cookie or "")
     assert again.get("/api/me").json()["name"] == "ana"  # kept in SQLite across the restart
-    time.sleep(4.5)
+    time.sleep(max(0.0, logged_in + ttl_s + 0.5 - time.monotonic()))
     assert again.get("/api/me").status_code == 401
 
 
