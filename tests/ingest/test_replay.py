@@ -101,7 +101,7 @@ def test_replay_paced_takes_true_duration(vigil_config: VigilConfig, campus: Pat
     assert runner.stats()[0].published == 71
     expected = 71 / 25  # seqinfo.ini: 25 fps
     print(f"paced replay of 71 frames: {elapsed:.2f}s (true duration {expected:.2f}s)")
-    assert expected - 0.2 < elapsed < expected + 0.8
+    assert expected - 0.2 < elapsed < expected + 2.0  # opening, the first decode and the last flush add to it
 
 
 def test_replay_cli_samples_by_timestamp(
