@@ -307,12 +307,7 @@ def test_review_lists_alerts_plays_a_clip_and_keeps_review(console: Any, stack: 
     # Read and scroll in one step in the page: a separate is_hidden() then a Playwright scroll races the last
     # page hiding the button, and the scroll then waits for a visible button that never comes (CI hit it).
     at_end = "b => { if (b.hidden || !b.checkVisibility()) return true; b.scrollIntoView(); return false; }"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if page.locator("#more").evaluate(at_end):
-            break
-        page.wait_for_timeout(300)
-    assert page.locator("#more").evaluate(at_end), "the list never reached its end"
+    wait_for(lambda: page.locator("#more").evaluate(at_end), timeout_s=60, what="the end of the alert list")
     shown = set(page.locator("#cards [data-alert-id]").evaluate_all("ns => ns.map(n => n.dataset.alertId)"))
     before = {a["id"] for a in stored}
     assert before <= shown | {a["id"] for a in stack.alerts() if a["started_ns"] > stored[0]["started_ns"]}, (
