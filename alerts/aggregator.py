@@ -49,7 +49,16 @@ from alerts.snapshot import SnapshotFetcher
 from vigil.config import VigilConfig
 from vigil.contracts import AlertRecord, DetectionsRecord, KafkaRecord
 from vigil.errors import ContractError, KafkaUnavailableError, VigilError
-from vigil.kafka import DeadLetterPublisher, KafkaError, Outage, make_consumer, make_producer, subscribe, transient
+from vigil.kafka import (
+    DeadLetterPublisher,
+    KafkaError,
+    Outage,
+    gathering_fetches,
+    make_consumer,
+    make_producer,
+    subscribe,
+    transient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +104,6 @@ def read_alert_tail(config: VigilConfig, lookback_s: float, now_ms: int | None =
         return records
     finally:
         consumer.close(autocommit=False)
-
-
-def gathering_fetches(config: VigilConfig) -> dict[str, int]:
-    """The aggregator's consumer options for `alerts.fetch_wait_ms`: none when 0 (a fetch is answered at
-    the first record, `kafka.consumer`'s settings). Otherwise each fetch asks for more bytes than that
-    many milliseconds of detections hold, so the broker holds it the whole `fetch_wait_ms` and answers
-    with all of them: at 5 fps per camera a fetch answered at the first record carries one or two, and
-    each fetch costs the same CPU in kafka-python and in the broker however few records it carries."""
-    wait_ms = config.alerts.fetch_wait_ms
-    if wait_ms == 0:
-        return {}
-    return {"fetch_min_bytes": config.kafka.consumer.fetch_max_bytes, "fetch_max_wait_ms": wait_ms}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -208,7 +205,8 @@ class Aggregator:
         # every poll (`commit_interval_ms`), so a lingering event would wait `kafka.producer.linger_ms`.
         self._producer = make_producer(cfg.kafka, "alerts", linger_ms=0)
         self._dead = DeadLetterPublisher(self._producer, cfg.topics.dead_letter.name, "alerts")
-        self._consumer = make_consumer(cfg.kafka, "alerts", cfg.alerts.group_id, (), **gathering_fetches(cfg))
+        fetches = gathering_fetches(cfg.kafka, cfg.alerts.fetch_wait_ms)
+        self._consumer = make_consumer(cfg.kafka, "alerts", cfg.alerts.group_id, (), **fetches)
         subscribe(self._consumer, [cfg.topics.detections.name], listener=_Rebalance(self))
         if cfg.alerts.snapshot == "base64_jpeg":
             self._snapshots = SnapshotFetcher(cfg)

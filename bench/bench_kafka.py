@@ -12,6 +12,11 @@ Then latency: produce -> poll of small records on one busy partition of four, th
 works around kafka-python 3.0 forgetting a busy partition from its fetch session (vigil/kafka_fetch.py); and
 what a synchronous commit costs (the webhook deliverer used to commit each record so).
 
+Then the fetch window (`detect.fetch_wait_ms`, `alerts.fetch_wait_ms`): frame-sized records at --window-rate a
+second on three partitions (cameras), from a producer in a process of its own, polled every 5 ms by vigil's
+consumer answered at the first record and with a 40 ms window, interleaved rounds: records per poll, this
+process's (the consumer's) and the broker's CPU per record, produce -> poll p50 / p99.
+
 Ends with one JSON line: {"bench": "kafka", "round_trip_mb_s", "vs_defaults", "latency_p99_ms", ...}.
 
     .venv/bin/python bench/bench_kafka.py                      # embedded broker
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import socket
 import sys
@@ -40,7 +46,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from vigil.broker import EmbeddedBroker
 from vigil.config import EmbeddedBrokerConfig, KafkaConfig, TopicConfig
-from vigil.kafka import ensure_topics, make_admin, make_consumer, make_producer
+from vigil.kafka import ensure_topics, gathering_fetches, make_admin, make_consumer, make_producer
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,10 @@ def poll_latency_ms(consumer: KafkaConsumer, producer: KafkaProducer, topic: str
     thread = threading.Thread(target=poll)
     thread.start()
     try:
+        deadline = time.monotonic() + 60
         while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the latency part's consumer was never assigned {topic} in 60 s")
             time.sleep(0.05)
         time.sleep(1.0)
         for _ in range(records):
@@ -219,6 +228,88 @@ def latency(config: KafkaConfig, bootstrap: str, rounds: int, records: int = 100
             "sync_commit_p50_ms": round(float(np.median(commits)), 1)}  # fmt: skip
 
 
+WINDOW_MS = 40
+
+
+def _paced_frames(bootstrap: str, topic: str, rate: float, seconds: float, size: int) -> None:
+    """The fetch-window part's producer, in its own process so its CPU is not the consumer's."""
+    producer = make_producer(KafkaConfig(bootstrap_servers=[bootstrap]), "bench")
+    payload = os.urandom(size)
+    start = time.monotonic()
+    for seq in range(int(rate * seconds)):
+        time.sleep(max(0.0, start + seq / rate - time.monotonic()))
+        producer.send(topic, key=f"cam{seq % 3}".encode(), value=payload)
+    producer.close()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fetch_window(
+    config: KafkaConfig, bootstrap: str, broker_pid: int | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Answered at the first record against a WINDOW_MS fetch window, interleaved rounds, the round with the
+    least consumer CPU per record kept for each."""
+    spawn = multiprocessing.get_context("spawn")
+    best: dict[int, dict[str, float]] = {}
+    topics = []
+    for _ in range(args.rounds):
+        for wait_ms in (0, WINDOW_MS):
+            topic = f"bench-window-{uuid.uuid4().hex[:8]}"
+            topics.append(topic)
+            ensure_topics(config, [TopicConfig(name=topic, partitions=3)])
+            consumer = make_consumer(config, "bench", f"{topic}-group", [topic], **gathering_fetches(config, wait_ms))
+            try:
+                while not consumer.assignment():
+                    consumer.poll(timeout_ms=100)
+                producer = spawn.Process(
+                    target=_paced_frames, args=(bootstrap, topic, args.window_rate, args.window_s, args.size)
+                )
+                lags: list[float] = []
+                polls = 0
+                cpu, broker_cpu = time.process_time(), _cpu_s(broker_pid) if broker_pid else 0.0
+                producer.start()
+                expected = int(args.window_rate * args.window_s)
+                deadline = time.monotonic() + args.window_s + 30
+                while len(lags) < expected and time.monotonic() < deadline:
+                    polled = consumer.poll(timeout_ms=5)
+                    now_ms = time.time() * 1000
+                    polls += bool(polled)
+                    lags.extend(now_ms - r.timestamp for batch in polled.values() for r in batch)
+                cpu, broker_cpu = time.process_time() - cpu, (_cpu_s(broker_pid) - broker_cpu if broker_pid else 0.0)
+                producer.join()
+            finally:
+                consumer.close()
+            figures = {"records_per_poll": len(lags) / max(polls, 1), "cpu_ms": 1000 * cpu / max(len(lags), 1),
+                       "broker_cpu_ms": 1000 * broker_cpu / max(len(lags), 1),
+                       "p50_ms": float(np.percentile(lags, 50)), "p99_ms": float(np.percentile(lags, 99))}  # fmt: skip
+            print(f"  window {wait_ms} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), file=sys.stderr)
+            if wait_ms not in best or figures["cpu_ms"] < best[wait_ms]["cpu_ms"]:
+                best[wait_ms] = figures
+    admin = make_admin(config)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+    print()
+    print(f"fetch window: {args.window_rate:.0f} records/s of {args.size} B on 3 partitions, 5 ms polls "
+          f"(least consumer CPU of {args.rounds} rounds)")  # fmt: skip
+    at_once = best[0]
+    for wait_ms, f in best.items():
+        print(f"  {wait_ms:>3} ms: {f['records_per_poll']:.1f} records/poll, consumer {f['cpu_ms']:.2f} CPU ms/record "
+              f"({at_once['cpu_ms'] / f['cpu_ms']:.2f}x fewer), broker {f['broker_cpu_ms']:.2f}, "
+              f"produce -> poll p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms")  # fmt: skip
+    window = best[WINDOW_MS]
+    return {"window_ms": WINDOW_MS,
+            "window_records_per_poll": round(window["records_per_poll"], 2),
+            "window_consumer_cpu_ms": round(window["cpu_ms"], 2),
+            "at_once_consumer_cpu_ms": round(at_once["cpu_ms"], 2),
+            "window_consumer_cpu_vs_at_once": round(at_once["cpu_ms"] / window["cpu_ms"], 3),
+            "window_p99_ms": round(window["p99_ms"], 1), "at_once_p99_ms": round(at_once["p99_ms"], 1)}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", help="host:port of a running broker (default: start the embedded one)")
@@ -226,6 +317,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=50_000, help="record size in bytes (default 50 KB)")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is reported")
+    parser.add_argument("--window-rate", type=float, default=50.0, help="fetch-window part: records a second")
+    parser.add_argument("--window-s", type=float, default=12.0, help="fetch-window part: seconds a round")
     args = parser.parse_args()
 
     broker: EmbeddedBroker | None = None
@@ -321,6 +414,8 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
                                "vs_defaults": round(base.round_trip_s / vigil.round_trip_s, 3),
                                "vs_loopback": round(loop_s / vigil.round_trip_s, 4)}  # fmt: skip
     figures |= latency(config, bootstrap, args.rounds)
+    broker_pid = broker.status().pid if broker is not None else None
+    figures |= fetch_window(config, bootstrap, broker_pid, args)
     print(json.dumps(figures))
     return 0
 

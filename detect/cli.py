@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,11 @@ from vigil.imaging import decode_image, encode_jpeg
 from vigil.settings import resolve_config
 from vigil.signals import stop_on_signals
 
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
+
+    from vigil.config import VigilConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +35,20 @@ log = logging.getLogger(__name__)
 _CLOSE_TIMEOUT_S = 10.0
 
 
+def frames_consumer(config: VigilConfig) -> KafkaConsumer:
+    """A worker's consumer in `detect.group_id` (subscribed by the worker), with `detect.fetch_wait_ms`'s
+    fetch window."""
+    from vigil.kafka import gathering_fetches, make_consumer
+
+    fetches = gathering_fetches(config.kafka, config.detect.fetch_wait_ms)
+    return make_consumer(config.kafka, "detect", config.detect.group_id, (), **fetches)
+
+
 def detect_main(args: argparse.Namespace) -> int:
     from detect.worker import DetectWorker
     from vigil.health import Health
     from vigil.heartbeat import Heartbeat
-    from vigil.kafka import ensure_topics, make_consumer, make_producer, wait_for_kafka
+    from vigil.kafka import ensure_topics, make_producer, wait_for_kafka
     from vigil.metrics_server import serve_process_metrics
 
     config = resolve_config(args.config, args.log_level)
@@ -53,7 +67,7 @@ def detect_main(args: argparse.Namespace) -> int:
 
     def connect() -> tuple[Any, Any]:
         ensure_topics(config.kafka, [topics.frames, topics.detections, topics.dead_letter, topics.status], topics)
-        consumer = make_consumer(config.kafka, "detect", config.detect.group_id)
+        consumer = frames_consumer(config)
         try:
             # Not idempotent, one request in flight (order kept without it): kafka-python 3.0's
             # idempotent producer stops sending for good once it expires a batch that was in flight

@@ -104,6 +104,13 @@ class DetectConfig(Section):
     )
     batch_size: int = Field(8, ge=1, le=256, title="Frames per inference batch at most")
     max_wait_ms: int = Field(50, ge=0, le=10_000, title="Longest wait to fill a batch, ms")
+    fetch_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        title="The workers' fetches of frames gather records for this long, ms (0: answered at the first record); "
+        "fewer, larger fetches cost the worker and the broker less CPU and delay every frame up to this much",
+    )
     commit_interval_ms: int = Field(
         250,
         ge=0,
