@@ -50,6 +50,17 @@ def test_the_issue_examples_are_pinned_to_their_own_key_and_line(tmp_path: Path)
     ]
 
 
+def test_a_fetch_window_as_long_as_the_request_timeout_is_refused_at_its_key(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "kafka: {request_timeout_ms: 1000}\ndetect:\n  fetch_wait_ms: 1000\nalerts:\n  fetch_wait_ms: 999\n",
+    )
+    assert issues_of(config) == [
+        "line 3: detect.fetch_wait_ms: detect.fetch_wait_ms (1000) must be less than kafka.request_timeout_ms "
+        "(1000); lower it or raise the timeout"
+    ]
+
+
 def _model_validators(path: Path) -> list[ast.FunctionDef]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return [

@@ -133,6 +133,19 @@ def reference_issues(config: VigilConfig) -> list[ConfigIssue]:
                         f"unknown rule {rule_name!r}; defined rules: {sorted(rule_names)}",
                     )
                 )
+    for key, wait_ms in (
+        ("detect.fetch_wait_ms", config.detect.fetch_wait_ms),
+        ("alerts.fetch_wait_ms", config.alerts.fetch_wait_ms),
+    ):
+        # kafka-python refuses a consumer whose fetch wait is not below its request timeout, at the stage's start.
+        if wait_ms >= config.kafka.request_timeout_ms:
+            issues.append(
+                ConfigIssue(
+                    key,
+                    f"{key} ({wait_ms}) must be less than kafka.request_timeout_ms "
+                    f"({config.kafka.request_timeout_ms}); lower it or raise the timeout",
+                )
+            )
     issues.extend(web_issues(config.web))
     return issues
 

@@ -109,7 +109,8 @@ class DetectConfig(Section):
         ge=0,
         le=1000,
         title="The workers' fetches of frames gather records for this long, ms (0: answered at the first record); "
-        "fewer, larger fetches cost the worker and the broker less CPU and delay every frame up to this much",
+        "fewer, larger fetches cost the worker and the broker less CPU and hold each frame up to the window and a "
+        "fetch's round trip",
     )
     commit_interval_ms: int = Field(
         250,
