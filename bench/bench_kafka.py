@@ -75,6 +75,14 @@ def progress(label: str, done: int, total: int, started: float) -> None:
         print(file=sys.stderr)
 
 
+def delete_topics(config: KafkaConfig, topics: list[str]) -> None:
+    admin = make_admin(config)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
 def wait_for_assignment(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.0) -> None:
     """Poll until the group gives `consumer` its partitions; a bench that never gets them stops, naming why."""
     deadline = time.monotonic() + timeout_s
@@ -218,11 +226,7 @@ def latency(config: KafkaConfig, bootstrap: str, rounds: int, records: int = 100
     finally:
         consumer.close()
         producer.close()
-    admin = make_admin(config)
-    try:
-        admin.delete_topics(topics)
-    finally:
-        admin.close()
+    delete_topics(config, topics)
     print()
     print(f"produce -> poll, one busy partition of 4, 5 ms polls, {records} records at 25/s (best p99 of {rounds})")
     base = np.percentile(best["kafka-python as it is"], 99)
@@ -311,11 +315,7 @@ def fetch_window(
             print(f"  window {wait_ms} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), file=sys.stderr)
             if wait_ms not in best or figures["cpu_ms"] < best[wait_ms]["cpu_ms"]:
                 best[wait_ms] = figures
-    admin = make_admin(config)
-    try:
-        admin.delete_topics(topics)
-    finally:
-        admin.close()
+    delete_topics(config, topics)
     print()
     print(f"fetch window: {args.window_rate:.0f} records/s of {args.size} B on 3 partitions, 5 ms polls "
           f"(least consumer CPU of {args.rounds} rounds)")  # fmt: skip
@@ -414,11 +414,7 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
             if name not in best or run.round_trip_s < best[name].round_trip_s:
                 best[name] = run
 
-    admin = make_admin(config)
-    try:
-        admin.delete_topics(topics)
-    finally:
-        admin.close()
+    delete_topics(config, topics)
 
     base = best["kafka-python defaults"]
     print()
