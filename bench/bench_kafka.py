@@ -168,14 +168,10 @@ def poll_latency_ms(consumer: KafkaConsumer, producer: KafkaProducer, topic: str
             now = time.time_ns()
             seen.extend((now - int(r.value)) / 1e6 for batch in polled.values() for r in batch)
 
+    wait_for_assignment(consumer, topic)  # before the poll thread: a consumer is polled by one thread at a time
     thread = threading.Thread(target=poll)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the latency part's consumer was never assigned {topic} in 60 s")
-            time.sleep(0.05)
         time.sleep(1.0)
         for _ in range(records):
             producer.send(topic, key=b"cam0", value=str(time.time_ns()).encode())
