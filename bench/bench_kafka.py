@@ -17,6 +17,10 @@ second on three partitions (cameras), from a producer in a process of its own, p
 consumer answered at the first record and with a 40 ms window, interleaved rounds: records per poll, this
 process's (the consumer's) and the broker's CPU per record, produce -> poll p50 / p99.
 
+Then the client overhead (vigil/kafka_io.py): a paced producer and a consumer in this process with kafka-python's
+client metrics and standard selector against vigil's clients, interleaved rounds: CPU per record, and the thread
+CPU inside the sensors and the selector lookups themselves (bench/_client_cost.py).
+
 Ends with one JSON line: {"bench": "kafka", "round_trip_mb_s", "vs_defaults", "latency_p99_ms", ...}.
 
     .venv/bin/python bench/bench_kafka.py                      # embedded broker
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _client_cost import client_overhead  # bench/, the script's own folder
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -435,6 +440,11 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
     figures |= latency(config, bootstrap, args.rounds)
     broker_pid = broker.status().pid if broker is not None else None
     figures |= fetch_window(config, bootstrap, broker_pid, args)
+    topics: list[str] = []
+    try:
+        figures |= client_overhead(config, args.size, args.rounds, topics)
+    finally:
+        delete_topics(config, topics)
     print(json.dumps(figures))
     return 0
 
