@@ -18,8 +18,8 @@ consumer answered at the first record and with a 40 ms window, interleaved round
 process's (the consumer's) and the broker's CPU per record, produce -> poll p50 / p99.
 
 Then the client overhead (vigil/kafka_io.py): a paced producer and a consumer in this process with kafka-python's
-client metrics and standard selector against vigil's clients, interleaved rounds: CPU per record, and the thread
-CPU inside the sensors and the selector lookups themselves (bench/_client_cost.py).
+client metrics and standard selector against vigil's clients, interleaved rounds: CPU per record, then one timed
+round each for the thread CPU inside the sensors and the selector lookups themselves (bench/_client_cost.py).
 
 Ends with one JSON line: {"bench": "kafka", "round_trip_mb_s", "vs_defaults", "latency_p99_ms", ...}.
 
@@ -444,7 +444,8 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
     try:
         figures |= client_overhead(config, args.size, args.rounds, topics)
     finally:
-        delete_topics(config, topics)
+        if topics:
+            delete_topics(config, topics)
     print(json.dumps(figures))
     return 0
 

@@ -242,9 +242,7 @@ def make_producer(config: KafkaConfig, role: str, **overrides: Any) -> KafkaProd
         "max_request_size": p.max_request_size,
         "retries": p.retries,
         "delivery_timeout_ms": p.delivery_timeout_ms,
-        # kafka-python's own metrics: a third of a CPU ms per record between a producer and its consumer, read by
-        # nothing (vigil.kafka_io).
-        "metrics_enabled": False,
+        "metrics_enabled": False,  # kafka-python's own metrics, read by nothing (vigil.kafka_io)
     }
     # Retries must not reorder a camera's records: the idempotent producer keeps order with up to
     # 5 requests in flight; without acks=all it is unavailable, so allow only one in flight.

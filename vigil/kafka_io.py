@@ -1,19 +1,15 @@
 """Two costs kafka-python 3.0 pays on every record that vigil has no use for, and the public options that drop them.
 
-Measured with a paced producer and consumer in one process (50 KB records, 100/s, the embedded broker), the
-clients spent 2.7-3.0 CPU ms per record, of which:
+* **Client metrics.** A producer and its consumer update about 35 sensors per record (rates, averages and maxima
+  per topic, node and request). Nothing reads them: vigil exports its own Prometheus metrics, and kafka-python's
+  are only reachable through `client.metrics()`. `metrics_enabled=False` (producer and consumer) skips them.
+* **Selector lookups.** kafka-python's event loop registers a socket for every I/O wait and first asks the
+  selector whether it already is; the standard library answers "no" with a `KeyError` whose message formats the
+  socket's repr twice, each a `getsockname` and a `getpeername` system call. `QuietSelector` answers the same
+  without formatting anything; kafka-python takes it through its public `selector` option.
 
-* **Client metrics: 0.36-0.38 ms per record**, 35 `Sensor.record` calls of about 10 us each (rates, averages and
-  maxima per topic, node and request). Nothing reads them: vigil exports its own Prometheus metrics, and
-  kafka-python's are only reachable through `client.metrics()`. `metrics_enabled=False` (producer and consumer)
-  skips them.
-* **Selector lookups: 0.12-0.13 ms per record**, 8 `get_key` calls of about 15 us each. kafka-python's event loop
-  registers a socket for every I/O wait and asks the selector first whether it already is; the answer "no" is a
-  `KeyError` whose message the standard library formats with `repr(socket)` twice (two system calls each).
-  `QuietSelector` answers the same without formatting anything; kafka-python takes it through its public
-  `selector` option.
-
-`bench/bench_kafka.py` (client-overhead part) measures both against kafka-python as it is.
+What each costs and what turning them off saved: docs/operations.md (Capacity), measured by
+`bench/bench_kafka.py`'s client-overhead part.
 """
 
 from __future__ import annotations
