@@ -2,7 +2,8 @@
 per record (vigil/kafka_io.py), on a paced producer and a consumer in this process, vigil's settings otherwise.
 
 Two kinds of round, interleaved:
-* plain rounds: the process's CPU per record of each variant (noisy on a shared box: the least of the rounds);
+* plain rounds: the process's CPU per record of each variant (noisy on a shared box: the median of the rounds'
+  differences);
 * one timed round of each variant: the thread CPU inside every `Sensor.record` and selector `get_key` (the
   outermost call only: a sensor records into its parents, which are not counted again), which does not depend on
   what else the box runs. The timers themselves cost CPU, so these rounds give no CPU-per-record figure."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import statistics
 import sys
 import threading
 import time
@@ -138,35 +140,42 @@ def _round(
 
 
 def client_overhead(config: KafkaConfig, size: int, rounds: int, topics: list[str]) -> dict[str, Any]:
-    """Interleaved plain rounds of each variant (the least CPU per record kept), then one timed round of each.
+    """Interleaved plain rounds of each variant (CPU per record: medians, and the median of the rounds'
+    differences), then one timed round of each.
     The topics it creates are added to `topics`, for the caller to delete."""
     meter = _Meter()  # counts nothing outside `_metered`
-    cpu_ms: dict[str, float] = {}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for round_index in range(rounds):
-        for name, options in VARIANTS.items():
-            figures = _round(config, options, size, meter, topics)
+        # Alternate which goes first, so a box that speeds up or slows down during a round favours neither.
+        order = list(VARIANTS) if round_index % 2 == 0 else list(VARIANTS)[::-1]
+        for name in order:
+            figures = _round(config, VARIANTS[name], size, meter, topics)
             print(f"  client overhead, round {round_index + 1}: {name} {figures['cpu_ms']:.3f} CPU ms/record",
                   file=sys.stderr)  # fmt: skip
-            cpu_ms[name] = min(cpu_ms.get(name, figures["cpu_ms"]), figures["cpu_ms"])
+            cpu_ms[name].append(figures["cpu_ms"])
     timed: dict[str, dict[str, float]] = {}
     with _metered(meter):
         for name, options in VARIANTS.items():
             timed[name] = _round(config, options, size, meter, topics)
     stock, vigil = "kafka-python's", "vigil's"
+    # Per round, the difference: the box's speed drifts between rounds more than the variants differ.
+    differences = [a - b for a, b in zip(cpu_ms[stock], cpu_ms[vigil], strict=True)]
+    median = {name: statistics.median(values) for name, values in cpu_ms.items()}
     print()
     print(f"client overhead: a producer and a consumer, {RATE:.0f} records/s of {size} B "
-          f"(least CPU of {rounds} rounds; the costs from one timed round each)")  # fmt: skip
+          f"(median of {rounds} rounds; the costs from one timed round each)")  # fmt: skip
     for name, f in timed.items():
-        print(f"  {name:<15} {cpu_ms[name]:.2f} CPU ms/record; metrics {f['sensors_ms']:.3f} ms over "
+        print(f"  {name:<15} {median[name]:.2f} CPU ms/record; metrics {f['sensors_ms']:.3f} ms over "
               f"{f['sensor_calls']:.1f} sensor records, selector lookups {f['get_key_ms']:.3f} ms over "
               f"{f['get_key_calls']:.1f} calls")  # fmt: skip
     saved = sum(timed[stock][k] - timed[vigil][k] for k in ("sensors_ms", "get_key_ms"))
-    print(f"  vigil's clients: {cpu_ms[stock] - cpu_ms[vigil]:.2f} CPU ms per record less "
-          f"({cpu_ms[vigil] / cpu_ms[stock]:.1%} of kafka-python's); the two costs themselves {saved:.3f} ms "
+    print(f"  vigil's clients: {statistics.median(differences):.2f} CPU ms per record less (median of the rounds' "
+          f"differences: {', '.join(f'{d:+.2f}' for d in differences)}); the two costs themselves {saved:.3f} ms "
           "per record less")  # fmt: skip
     return {
-        "client_cpu_ms": round(cpu_ms[vigil], 3),
-        "client_cpu_ms_kafka_python": round(cpu_ms[stock], 3),
+        "client_cpu_ms": round(median[vigil], 3),
+        "client_cpu_ms_kafka_python": round(median[stock], 3),
+        "client_cpu_ms_saved": round(statistics.median(differences), 3),
         "client_metrics_ms_kafka_python": round(timed[stock]["sensors_ms"], 3),
         "client_lookup_ms_kafka_python": round(timed[stock]["get_key_ms"], 3),
         "client_lookup_ms": round(timed[vigil]["get_key_ms"], 3),
