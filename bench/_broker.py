@@ -1,19 +1,25 @@
 """A broker for a benchmark: the one given, else the embedded Apache Kafka broker on spare ports in
-a temporary folder, stopped afterwards (so `make bench` needs nothing running)."""
+a temporary folder, stopped afterwards (so `make bench` needs nothing running); and waiting for a bench
+consumer's partitions."""
 
 from __future__ import annotations
 
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vigil.broker import EmbeddedBroker
 from vigil.config import EmbeddedBrokerConfig
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
 
 
 @contextmanager
@@ -34,3 +40,12 @@ def broker_for_bench(bootstrap: str | None) -> Iterator[str]:
             yield address
         finally:
             broker.stop(30)
+
+
+def wait_for_assignment(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.0) -> None:
+    """Poll until the group gives `consumer` its partitions; a bench that never gets them stops, naming why."""
+    deadline = time.monotonic() + timeout_s
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the consumer was never assigned {topic} in {timeout_s:.0f} s")
+        consumer.poll(timeout_ms=100)

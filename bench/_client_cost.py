@@ -1,10 +1,10 @@
 """bench_kafka's client-overhead part: what kafka-python's client metrics and the standard selector's lookups cost
 per record (vigil/kafka_io.py), on a paced producer and a consumer in this process, vigil's settings otherwise.
 
-Two kinds of round, interleaved:
+Two kinds of round:
 * plain rounds: the process's CPU per record of each variant (noisy on a shared box: the median of the rounds'
   differences);
-* one timed round of each variant: the thread CPU inside every `Sensor.record` and selector `get_key` (the
+* then one timed round of each variant: the thread CPU inside every `Sensor.record` and selector `get_key` (the
   outermost call only: a sensor records into its parents, which are not counted again), which does not depend on
   what else the box runs. The timers themselves cost CPU, so these rounds give no CPU-per-record figure."""
 
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from _broker import wait_for_assignment
 from kafka.metrics.stats.sensor import Sensor
 
 from vigil.config import KafkaConfig, TopicConfig
@@ -108,11 +109,7 @@ def _round(
                 received += len(records)
 
     try:
-        deadline = time.monotonic() + 60
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"client overhead: no partitions of {topic} assigned in 60 s")
-            consumer.poll(timeout_ms=100)
+        wait_for_assignment(consumer, topic)
         poller = threading.Thread(target=poll, name="bench-client-poll")
         meter.reset()
         cpu, started = time.process_time(), time.monotonic()

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _client_cost import client_overhead  # bench/, the script's own folder
+from _broker import wait_for_assignment  # bench/, the script's own folder
+from _client_cost import client_overhead
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -86,15 +87,6 @@ def delete_topics(config: KafkaConfig, topics: list[str]) -> None:
         admin.delete_topics(topics)
     finally:
         admin.close()
-
-
-def wait_for_assignment(consumer: KafkaConsumer, topic: str, timeout_s: float = 60.0) -> None:
-    """Poll until the group gives `consumer` its partitions; a bench that never gets them stops, naming why."""
-    deadline = time.monotonic() + timeout_s
-    while not consumer.assignment():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the consumer was never assigned {topic} in {timeout_s:.0f} s")
-        consumer.poll(timeout_ms=100)
 
 
 def loopback_copy_s(payload: bytes, records: int) -> float:
@@ -440,12 +432,12 @@ def bench(args: argparse.Namespace, bootstrap: str, broker: EmbeddedBroker | Non
     figures |= latency(config, bootstrap, args.rounds)
     broker_pid = broker.status().pid if broker is not None else None
     figures |= fetch_window(config, bootstrap, broker_pid, args)
-    topics: list[str] = []
+    client_topics: list[str] = []  # the round-trip part's `topics` are deleted already
     try:
-        figures |= client_overhead(config, args.size, args.rounds, topics)
+        figures |= client_overhead(config, args.size, args.rounds, client_topics)
     finally:
-        if topics:
-            delete_topics(config, topics)
+        if client_topics:
+            delete_topics(config, client_topics)
     print(json.dumps(figures))
     return 0
 
